@@ -1,0 +1,33 @@
+//! The escalation domain: everything the system decides, with no I/O.
+//!
+//! No tokio, lapin, reqwest or database types live here, so every rule can be
+//! unit- and property-tested in isolation and every stage of the flow (ingress,
+//! worker, CLI) shares one definition of the wire and of the state machine.
+//!
+//! - [`ids`]: validated identifiers (bot, conversation, event, escalation, message).
+//! - [`agent_event`]: the agent events of `send-message-to-widget` (SPEC §2), their
+//!   canonical serde form, and [`agent_event::parse_agent_event`], which returns
+//!   every problem of a request body at once.
+//! - [`validation`]: field errors (path + code) ready to become a 400 body.
+//! - [`widget`]: events streamed to the visitor's widget (SPEC §3).
+//! - [`webhook`]: outbound webhook payloads with the original envelope (SPEC §4).
+//! - [`machine`]: the escalation state machine of SPEC §5 as a pure function.
+//! - [`retry`]: webhook retry policy: backoff, jitter, `Retry-After`, budgets,
+//!   and the final/retryable classification of attempt outcomes.
+
+pub mod agent_event;
+pub mod ids;
+pub mod machine;
+pub mod retry;
+pub mod validation;
+pub mod webhook;
+pub mod widget;
+
+pub use agent_event::{AgentAction, AgentEvent, parse_agent_event};
+pub use ids::{BotId, ConversationId, EscalationId, EventId, MessageId};
+pub use machine::{
+    Command, Context, Conversation, Effect, EndReason, Input, OutcomeKind, Phase, RejectCode,
+    Rejection, Rules, TimerKind, Transition, Verdict, apply, step,
+};
+pub use retry::{AttemptResult, Class, Decision, RetryPolicy};
+pub use validation::{FieldCode, FieldError, ValidationErrors};

@@ -1,0 +1,107 @@
+//! Events streamed to the visitor's widget (SPEC §3). Each carries the
+//! conversation's widget sequence (the SSE `id:`) and a timestamp, so a widget
+//! reconnecting with `Last-Event-ID` gets exactly what it missed.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EscalationId, MessageId};
+use crate::machine::EndReason;
+
+/// What the widget is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum WidgetEvent {
+    /// The bot handed the conversation to a human; waiting for the contact centre.
+    EscalationRequested,
+    /// Queue position and/or estimated wait (minutes).
+    EscalationQueueUpdate {
+        /// Position in the queue.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue_position: Option<u32>,
+        /// Estimated wait in minutes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting_time: Option<u32>,
+    },
+    /// An agent is connected; messages flow both ways from now on.
+    EscalationSuccess {
+        /// Agent's display name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// Agent's avatar (https URL).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_avatar: Option<String>,
+    },
+    /// Another agent took over the conversation.
+    AgentChanged {
+        /// New agent's display name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// New agent's avatar.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_avatar: Option<String>,
+    },
+    /// A message from the agent.
+    Message {
+        /// The text.
+        text: String,
+        /// Stable id of the message (the agent event's id).
+        message_id: MessageId,
+    },
+    /// The escalation failed (agent side or undeliverable).
+    EscalationFailed {
+        /// Why.
+        reason: EndReason,
+    },
+    /// The agent left.
+    AgentDisconnect {
+        /// Why the escalation ended.
+        reason: EndReason,
+    },
+    /// The session ended for another reason (visitor, timers).
+    SessionEnded {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+impl WidgetEvent {
+    /// The SSE `event:` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WidgetEvent::EscalationRequested => "escalationRequested",
+            WidgetEvent::EscalationQueueUpdate { .. } => "escalationQueueUpdate",
+            WidgetEvent::EscalationSuccess { .. } => "escalationSuccess",
+            WidgetEvent::AgentChanged { .. } => "agentChanged",
+            WidgetEvent::Message { .. } => "message",
+            WidgetEvent::EscalationFailed { .. } => "escalationFailed",
+            WidgetEvent::AgentDisconnect { .. } => "agentDisconnect",
+            WidgetEvent::SessionEnded { .. } => "sessionEnded",
+        }
+    }
+
+    /// True for the events that end an escalation.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            WidgetEvent::EscalationFailed { .. }
+                | WidgetEvent::AgentDisconnect { .. }
+                | WidgetEvent::SessionEnded { .. }
+        )
+    }
+}
+
+/// A widget event with its place in the conversation's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetEnvelope {
+    /// Per conversation, strictly increasing, starting at 1; the SSE `id:`.
+    pub sequence: u64,
+    /// When the event was produced.
+    pub timestamp: DateTime<Utc>,
+    /// The escalation it belongs to.
+    pub escalation_id: EscalationId,
+    /// The event.
+    #[serde(flatten)]
+    pub event: WidgetEvent,
+}
