@@ -105,10 +105,7 @@ fn count_from_value(value: &Value) -> Result<u32, (FieldCode, String)> {
         Value::Number(n) => match n.as_u64() {
             Some(n) => n,
             None => {
-                return Err((
-                    FieldCode::NotANonNegativeInteger,
-                    "must be a non-negative integer".into(),
-                ));
+                return Err((FieldCode::NotANonNegativeInteger, "must be a non-negative integer".into()));
             }
         },
         Value::String(s) => {
@@ -177,7 +174,11 @@ pub fn parse_agent_event(body: &Value) -> Result<AgentEvent, ValidationErrors> {
     }
 }
 
-fn parse_action(event_type: &str, obj: &Map<String, Value>, errors: &mut ValidationErrors) -> Option<AgentAction> {
+fn parse_action(
+    event_type: &str,
+    obj: &Map<String, Value>,
+    errors: &mut ValidationErrors,
+) -> Option<AgentAction> {
     let before = errors.0.len();
     let action = match event_type {
         "escalationQueueUpdate" => AgentAction::QueueUpdate {
@@ -198,7 +199,11 @@ fn parse_action(event_type: &str, obj: &Map<String, Value>, errors: &mut Validat
                 return None;
             }
             Some(Value::String(s)) if s.chars().count() > MAX_TEXT_CHARS => {
-                errors.push("text", FieldCode::TooLong, format!("text must be at most {MAX_TEXT_CHARS} characters"));
+                errors.push(
+                    "text",
+                    FieldCode::TooLong,
+                    format!("text must be at most {MAX_TEXT_CHARS} characters"),
+                );
                 return None;
             }
             Some(Value::String(s)) => AgentAction::Message { text: s.clone() },
@@ -263,7 +268,12 @@ fn optional_count(obj: &Map<String, Value>, field: &str, errors: &mut Validation
     }
 }
 
-fn optional_text(obj: &Map<String, Value>, field: &str, max: usize, errors: &mut ValidationErrors) -> Option<String> {
+fn optional_text(
+    obj: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    errors: &mut ValidationErrors,
+) -> Option<String> {
     match present(obj, field)? {
         Value::String(s) if s.chars().count() > max => {
             errors.push(field, FieldCode::TooLong, format!("{field} must be at most {max} characters"));
@@ -277,7 +287,11 @@ fn optional_text(obj: &Map<String, Value>, field: &str, max: usize, errors: &mut
     }
 }
 
-fn optional_https_url(obj: &Map<String, Value>, field: &str, errors: &mut ValidationErrors) -> Option<String> {
+fn optional_https_url(
+    obj: &Map<String, Value>,
+    field: &str,
+    errors: &mut ValidationErrors,
+) -> Option<String> {
     let s = optional_text(obj, field, 2048, errors)?;
     match url::Url::parse(&s) {
         Ok(u) if u.scheme() == "https" && u.host().is_some() => Some(s),

@@ -26,8 +26,8 @@ pub mod widget;
 pub use agent_event::{AgentAction, AgentEvent, parse_agent_event};
 pub use ids::{BotId, ConversationId, EscalationId, EventId, MessageId};
 pub use machine::{
-    Command, Context, Conversation, Effect, EndReason, Input, OutcomeKind, Phase, RejectCode,
-    Rejection, Rules, TimerKind, Transition, Verdict, apply, step,
+    Command, Context, Conversation, Effect, EndReason, Input, OutcomeKind, Phase, RejectCode, Rejection,
+    Rules, TimerKind, Transition, Verdict, apply, step,
 };
 pub use retry::{AttemptResult, Class, Decision, RetryPolicy};
 pub use validation::{FieldCode, FieldError, ValidationErrors};

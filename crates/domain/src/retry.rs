@@ -45,7 +45,9 @@ pub enum Class {
 pub fn classify(result: AttemptResult) -> Class {
     match result {
         AttemptResult::Status { code, .. } if (200..300).contains(&code) => Class::Delivered,
-        AttemptResult::Status { code: 408 | 425 | 429 | 500..=599, retry_after } => Class::Retryable { retry_after },
+        AttemptResult::Status { code: 408 | 425 | 429 | 500..=599, retry_after } => {
+            Class::Retryable { retry_after }
+        }
         AttemptResult::Status { .. } | AttemptResult::Refused => Class::Final,
         AttemptResult::Timeout | AttemptResult::ConnectError => Class::Retryable { retry_after: None },
     }

@@ -139,7 +139,13 @@ fn requested_x_failed_fails_escalation_failed() {
 }
 #[test]
 fn queued_x_failed_fails_escalation_failed() {
-    assert_ends(Phase::Queued, AgentAction::Failed, OutcomeKind::Failed, EndReason::EscalationFailed, "escalationFailed");
+    assert_ends(
+        Phase::Queued,
+        AgentAction::Failed,
+        OutcomeKind::Failed,
+        EndReason::EscalationFailed,
+        "escalationFailed",
+    );
 }
 #[test]
 fn requested_x_agent_disconnect_fails_disconnected_before_connect() {
@@ -182,7 +188,10 @@ fn connected_x_success_other_agent_is_agent_changed() {
     let mut sim = Sim::in_phase(Phase::Connected);
     let t = sim.agent(success("Bob"));
     assert_eq!(t.verdict, Verdict::Applied);
-    assert_eq!(widget_events(&t), vec![&WidgetEvent::AgentChanged { agent: Some("Bob".into()), agent_avatar: None }]);
+    assert_eq!(
+        widget_events(&t),
+        vec![&WidgetEvent::AgentChanged { agent: Some("Bob".into()), agent_avatar: None }]
+    );
     let agent = sim.state.live().and_then(|e| e.agent.clone()).expect("agent");
     assert_eq!(agent.name.as_deref(), Some("Bob"));
     assert_eq!(sim.state.phase(), Phase::Connected);
@@ -234,7 +243,11 @@ fn bot_escalate_from_idle_goes_requested() {
     assert_eq!(widget_names(&t), vec!["escalationRequested"]);
     assert_eq!(
         webhooks(&t),
-        vec![&WebhookEvent::WidgetEscalate { escalate_to: Some("billing".into()), metadata: None, transcript: None }]
+        vec![&WebhookEvent::WidgetEscalate {
+            escalate_to: Some("billing".into()),
+            metadata: None,
+            transcript: None
+        }]
     );
     assert_eq!(timers_set(&t), vec![TimerKind::NoResponse, TimerKind::Ttl]);
 }
@@ -355,7 +368,13 @@ fn assert_timer_ends(phase: Phase, kind: TimerKind, after: i64, outcome: Outcome
 
 #[test]
 fn timer_no_response_fails_requested_after_120s() {
-    assert_timer_ends(Phase::Requested, TimerKind::NoResponse, 120, OutcomeKind::Failed, EndReason::NoResponseTimeout);
+    assert_timer_ends(
+        Phase::Requested,
+        TimerKind::NoResponse,
+        120,
+        OutcomeKind::Failed,
+        EndReason::NoResponseTimeout,
+    );
 }
 #[test]
 fn timer_queue_fails_queued_after_30min() {
@@ -428,7 +447,11 @@ fn stale_escalation_id_rejected_and_changes_nothing() {
     let t = sim.agent_for("esc-1", success("Ann"));
     assert_eq!(t.verdict, Verdict::Rejected(RejectCode::StaleEscalation));
     assert_eq!(sim.state.escalation, before);
-    assert_eq!(sim.agent_for("esc-2", success("Ann")).verdict, Verdict::Applied, "the current id is accepted");
+    assert_eq!(
+        sim.agent_for("esc-2", success("Ann")).verdict,
+        Verdict::Applied,
+        "the current id is accepted"
+    );
 }
 #[test]
 fn duplicate_event_id_applied_once() {

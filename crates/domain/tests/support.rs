@@ -8,6 +8,7 @@ use domain::webhook::WebhookEvent;
 use domain::widget::WidgetEvent;
 use domain::{AgentAction, Command, Context, EscalationId, EventId, MessageId};
 
+#[derive(Debug)]
 pub struct Sim {
     pub state: Conversation,
     pub now: DateTime<Utc>,

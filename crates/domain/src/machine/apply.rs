@@ -5,9 +5,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
 
 use super::{
-    Agent, Command, Context, Conversation, DEDUPE_WINDOW, Effect, EndReason, Escalation,
-    HeldMessage, Input, Outcome, OutcomeKind, Phase, QueueInfo, RejectCode, Rejection, Stage,
-    TimerKind, Transition, Verdict,
+    Agent, Command, Context, Conversation, DEDUPE_WINDOW, Effect, EndReason, Escalation, HeldMessage, Input,
+    Outcome, OutcomeKind, Phase, QueueInfo, RejectCode, Rejection, Stage, TimerKind, Transition, Verdict,
 };
 use crate::agent_event::AgentAction;
 use crate::ids::{EscalationId, EventId, MessageId};
@@ -81,7 +80,8 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
         },
         Input::TimerFired { escalation_id, kind } => timer(&mut b, escalation_id, *kind),
         Input::EscalateUndeliverable { escalation_id } => {
-            let waiting = b.next.live().is_some_and(|e| &e.id == escalation_id && e.stage == Stage::Requested);
+            let waiting =
+                b.next.live().is_some_and(|e| &e.id == escalation_id && e.stage == Stage::Requested);
             if waiting {
                 let reason = EndReason::DeliveryFailed;
                 b.end(OutcomeKind::Failed, reason, WidgetEvent::EscalationFailed { reason }, false);
@@ -160,7 +160,10 @@ fn agent(
             esc.stage = Stage::Connected;
             esc.agent = Some(Agent { name: agent.clone(), avatar: agent_avatar.clone() });
             let held = std::mem::take(&mut esc.held);
-            b.widget(WidgetEvent::EscalationSuccess { agent: agent.clone(), agent_avatar: agent_avatar.clone() });
+            b.widget(WidgetEvent::EscalationSuccess {
+                agent: agent.clone(),
+                agent_avatar: agent_avatar.clone(),
+            });
             // Held visitor messages go out in order, right after the connect.
             for m in held {
                 b.webhook(WebhookEvent::WidgetMessage { text: m.text, message_id: m.message_id });
@@ -168,7 +171,9 @@ fn agent(
             b.set_timer(TimerKind::Idle, rules_idle);
             Ok(Verdict::Applied)
         }
-        (Phase::Requested | Phase::Queued, AgentAction::Message { .. }) => Err(b.reject(RejectCode::NotConnected)),
+        (Phase::Requested | Phase::Queued, AgentAction::Message { .. }) => {
+            Err(b.reject(RejectCode::NotConnected))
+        }
         (Phase::Requested | Phase::Queued, AgentAction::Failed) => {
             let reason = EndReason::EscalationFailed;
             b.end(OutcomeKind::Failed, reason, WidgetEvent::EscalationFailed { reason }, false);

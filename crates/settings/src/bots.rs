@@ -1,0 +1,253 @@
+//! Bots (`[[bots]]`): identity, credentials, webhook target, and per-bot policy
+//! ([`BotDefaults`] for everyone, [`BotOverrides`] per bot, resolved by
+//! [`BotConfig::effective`] into an [`EffectiveBot`]).
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::Deserialize;
+use url::Url;
+
+use crate::secret::{Secret, one_or_many};
+
+/// Prefix of a Standard Webhooks secret; the rest is the base64 of the HMAC key.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+
+/// Standard base64 alphabet, with or without `=` padding.
+pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Per-bot policy for every bot (`[defaults]`): timers (SPEC §5), held messages, webhook
+/// retry budgets (SPEC §4), rate limit and the `eventRejected` switch. Each bot may
+/// override any of these in its `overrides` table. Every number must be at least 1.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotDefaults {
+    /// Seconds without an answer to `widgetEscalate` before the escalation fails with
+    /// `no_response_timeout`. Default 120.
+    pub no_response_timeout_secs: u64,
+    /// Seconds an escalation may stay `queued` before it fails with `queue_timeout`.
+    /// Default 1800 (30 min).
+    pub queue_timeout_secs: u64,
+    /// Seconds a `connected` escalation may go without a message either way before it
+    /// ends with `idle_timeout`. Default 1800 (30 min).
+    pub idle_timeout_secs: u64,
+    /// Seconds after which any escalation ends with `ttl_expired`. Default 86400 (24 h).
+    pub ttl_secs: u64,
+    /// Visitor messages held while `requested`/`queued`, sent after `escalationSuccess`.
+    /// Default 20.
+    pub max_held_messages: u32,
+    /// Retry budget in seconds of a `widgetEscalate` delivery (a person is waiting); when
+    /// spent the escalation fails with `delivery_failed`. Default 120.
+    pub escalate_budget_secs: u64,
+    /// Retry budget in seconds of every other webhook delivery, after which it is
+    /// dead-lettered. Default 86400 (24 h).
+    pub delivery_budget_secs: u64,
+    /// Sustained agent-API requests per second accepted for the bot; more get `429`.
+    /// Default 100.
+    pub rate_limit_per_sec: u32,
+    /// Requests the bot may send in a burst above the sustained rate (token bucket size).
+    /// Default 200.
+    pub rate_limit_burst: u32,
+    /// Whether the bot's webhook receives `eventRejected` for agent events the state
+    /// machine refused. Default `true` (SPEC §4: "on by default").
+    pub event_rejected: bool,
+}
+
+impl Default for BotDefaults {
+    fn default() -> Self {
+        Self {
+            no_response_timeout_secs: 120,
+            queue_timeout_secs: 1800,
+            idle_timeout_secs: 1800,
+            ttl_secs: 86_400,
+            max_held_messages: 20,
+            escalate_budget_secs: 120,
+            delivery_budget_secs: 86_400,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 200,
+            event_rejected: true,
+        }
+    }
+}
+
+/// One bot's departures from [`BotDefaults`] (`overrides = { ... }` in its `[[bots]]`
+/// entry). Each field means the same as the field of the same name there; unset fields
+/// take the default.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotOverrides {
+    /// Overrides [`BotDefaults::no_response_timeout_secs`].
+    pub no_response_timeout_secs: Option<u64>,
+    /// Overrides [`BotDefaults::queue_timeout_secs`].
+    pub queue_timeout_secs: Option<u64>,
+    /// Overrides [`BotDefaults::idle_timeout_secs`].
+    pub idle_timeout_secs: Option<u64>,
+    /// Overrides [`BotDefaults::ttl_secs`].
+    pub ttl_secs: Option<u64>,
+    /// Overrides [`BotDefaults::max_held_messages`].
+    pub max_held_messages: Option<u32>,
+    /// Overrides [`BotDefaults::escalate_budget_secs`].
+    pub escalate_budget_secs: Option<u64>,
+    /// Overrides [`BotDefaults::delivery_budget_secs`].
+    pub delivery_budget_secs: Option<u64>,
+    /// Overrides [`BotDefaults::rate_limit_per_sec`].
+    pub rate_limit_per_sec: Option<u32>,
+    /// Overrides [`BotDefaults::rate_limit_burst`].
+    pub rate_limit_burst: Option<u32>,
+    /// Overrides [`BotDefaults::event_rejected`].
+    pub event_rejected: Option<bool>,
+}
+
+impl BotOverrides {
+    /// The numeric fields by name, for validation (all must be at least 1).
+    pub(crate) fn numbers(&self) -> [(&'static str, Option<u64>); 9] {
+        [
+            ("no_response_timeout_secs", self.no_response_timeout_secs),
+            ("queue_timeout_secs", self.queue_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("ttl_secs", self.ttl_secs),
+            ("max_held_messages", self.max_held_messages.map(u64::from)),
+            ("escalate_budget_secs", self.escalate_budget_secs),
+            ("delivery_budget_secs", self.delivery_budget_secs),
+            ("rate_limit_per_sec", self.rate_limit_per_sec.map(u64::from)),
+            ("rate_limit_burst", self.rate_limit_burst.map(u64::from)),
+        ]
+    }
+}
+
+impl From<&BotDefaults> for BotOverrides {
+    /// Every field set: the defaults seen as overrides (used to validate them alike).
+    fn from(d: &BotDefaults) -> Self {
+        Self {
+            no_response_timeout_secs: Some(d.no_response_timeout_secs),
+            queue_timeout_secs: Some(d.queue_timeout_secs),
+            idle_timeout_secs: Some(d.idle_timeout_secs),
+            ttl_secs: Some(d.ttl_secs),
+            max_held_messages: Some(d.max_held_messages),
+            escalate_budget_secs: Some(d.escalate_budget_secs),
+            delivery_budget_secs: Some(d.delivery_budget_secs),
+            rate_limit_per_sec: Some(d.rate_limit_per_sec),
+            rate_limit_burst: Some(d.rate_limit_burst),
+            event_rejected: Some(d.event_rejected),
+        }
+    }
+}
+
+/// One bot (an entry of `[[bots]]`): who it is, how it authenticates, where its
+/// webhooks go and how they are signed.
+#[derive(Clone, Debug)]
+pub struct BotConfig {
+    /// The bot id (the `botid` header, the envelope's `botId`): 1–128 characters of
+    /// `[A-Za-z0-9._-]`, unique among bots.
+    pub id: String,
+    /// API keys the bot and its contact centre authenticate with (`Authorization`).
+    /// At least one; several allow rotation without downtime. Each is 16 or more
+    /// printable ASCII characters without spaces, and belongs to this bot only.
+    pub api_keys: Vec<Secret>,
+    /// Where the bot's webhooks are delivered (`http` or `https`, no credentials in the
+    /// URL). Loopback or private literal addresses need `webhooks.allow_loopback` /
+    /// `webhooks.allow_private`. `None`: the bot gets no webhooks.
+    pub webhook_url: Option<Url>,
+    /// Standard Webhooks signing secrets, `whsec_<base64 key>` with a 24–64 byte key.
+    /// Every active secret signs each delivery (rotation without downtime). At least one
+    /// is required when `webhook_url` is set.
+    pub webhook_secrets: Vec<Secret>,
+    /// This bot's departures from `[defaults]`.
+    pub overrides: BotOverrides,
+}
+
+impl BotConfig {
+    /// The bot's policy: each override if set, else the default.
+    pub fn effective(&self, defaults: &BotDefaults) -> EffectiveBot {
+        let o = &self.overrides;
+        EffectiveBot {
+            no_response_timeout_secs: o.no_response_timeout_secs.unwrap_or(defaults.no_response_timeout_secs),
+            queue_timeout_secs: o.queue_timeout_secs.unwrap_or(defaults.queue_timeout_secs),
+            idle_timeout_secs: o.idle_timeout_secs.unwrap_or(defaults.idle_timeout_secs),
+            ttl_secs: o.ttl_secs.unwrap_or(defaults.ttl_secs),
+            max_held_messages: o.max_held_messages.unwrap_or(defaults.max_held_messages),
+            escalate_budget_secs: o.escalate_budget_secs.unwrap_or(defaults.escalate_budget_secs),
+            delivery_budget_secs: o.delivery_budget_secs.unwrap_or(defaults.delivery_budget_secs),
+            rate_limit_per_sec: o.rate_limit_per_sec.unwrap_or(defaults.rate_limit_per_sec),
+            rate_limit_burst: o.rate_limit_burst.unwrap_or(defaults.rate_limit_burst),
+            event_rejected: o.event_rejected.unwrap_or(defaults.event_rejected),
+        }
+    }
+
+    /// Whether `key` is one of this bot's API keys, compared in constant time against
+    /// every key (no early exit).
+    pub fn has_api_key(&self, key: &str) -> bool {
+        self.api_keys.iter().fold(false, |found, k| k.ct_eq(key) | found)
+    }
+
+    /// The HMAC keys of [`webhook_secrets`](Self::webhook_secrets): the base64 after
+    /// `whsec_`, decoded, in order. Validated at load, so nothing is dropped for a loaded
+    /// bot; an invalid secret in a hand-built `BotConfig` is skipped. Never log these.
+    pub fn webhook_keys(&self) -> Vec<Vec<u8>> {
+        self.webhook_secrets.iter().filter_map(|s| decode_webhook_secret(s.expose()).ok()).collect()
+    }
+}
+
+/// Why a webhook secret is not a Standard Webhooks secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WebhookSecretProblem {
+    /// Does not start with `whsec_`.
+    Prefix,
+    /// The rest is not base64.
+    Base64,
+    /// The decoded key is not 24–64 bytes long (the length found).
+    Length(usize),
+}
+
+/// Decodes `whsec_<base64>` into its key bytes, checking the 24–64 byte length the
+/// Standard Webhooks specification asks for.
+pub(crate) fn decode_webhook_secret(raw: &str) -> Result<Vec<u8>, WebhookSecretProblem> {
+    let b64 = raw.strip_prefix(WEBHOOK_SECRET_PREFIX).ok_or(WebhookSecretProblem::Prefix)?;
+    let key = BASE64.decode(b64).map_err(|_| WebhookSecretProblem::Base64)?;
+    if (24..=64).contains(&key.len()) { Ok(key) } else { Err(WebhookSecretProblem::Length(key.len())) }
+}
+
+/// A bot's policy with overrides resolved: what the rest of the system acts on.
+/// Fields mean the same as in [`BotDefaults`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveBot {
+    /// See [`BotDefaults::no_response_timeout_secs`].
+    pub no_response_timeout_secs: u64,
+    /// See [`BotDefaults::queue_timeout_secs`].
+    pub queue_timeout_secs: u64,
+    /// See [`BotDefaults::idle_timeout_secs`].
+    pub idle_timeout_secs: u64,
+    /// See [`BotDefaults::ttl_secs`].
+    pub ttl_secs: u64,
+    /// See [`BotDefaults::max_held_messages`].
+    pub max_held_messages: u32,
+    /// See [`BotDefaults::escalate_budget_secs`].
+    pub escalate_budget_secs: u64,
+    /// See [`BotDefaults::delivery_budget_secs`].
+    pub delivery_budget_secs: u64,
+    /// See [`BotDefaults::rate_limit_per_sec`].
+    pub rate_limit_per_sec: u32,
+    /// See [`BotDefaults::rate_limit_burst`].
+    pub rate_limit_burst: u32,
+    /// See [`BotDefaults::event_rejected`].
+    pub event_rejected: bool,
+}
+
+/// A `[[bots]]` entry as written, before validation turns it into a [`BotConfig`].
+/// Missing fields become empty so validation can name them all.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBot {
+    #[serde(default)]
+    pub(crate) id: String,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub(crate) api_keys: Vec<Secret>,
+    #[serde(default)]
+    pub(crate) webhook_url: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub(crate) webhook_secrets: Vec<Secret>,
+    #[serde(default)]
+    pub(crate) overrides: BotOverrides,
+}

@@ -1,0 +1,221 @@
+//! The service-wide sections of [`Settings`](crate::Settings), each with its defaults.
+//!
+//! Every struct is `#[serde(default)]`: a key missing from the file and the environment
+//! keeps the default written in its `Default` impl (and in its field's doc).
+//! Unknown keys are errors, so a typo never silently leaves a default in place.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::Deserialize;
+
+use crate::secret::{Secret, redact_url};
+
+/// The HTTP edge (`[http]`): where the ingress listens and how it treats requests.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP server listens on. Default `0.0.0.0:8080`.
+    pub bind: SocketAddr,
+    /// Largest accepted request body in bytes; a larger one gets `413` (SPEC §2).
+    /// Default 65536 (64 KiB). At least 1.
+    pub body_limit_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM. Default 10. May be 0.
+    pub shutdown_grace_secs: u64,
+    /// Upper bound in seconds of `Prefer: wait=N` (SPEC §2): a larger `N` is clamped to it.
+    /// Default 10. 0 disables waiting for verdicts.
+    pub verdict_wait_max_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)),
+            body_limit_bytes: 64 * 1024,
+            shutdown_grace_secs: 10,
+            verdict_wait_max_secs: 10,
+        }
+    }
+}
+
+/// RabbitMQ (`[broker]`): connection, topology naming and flow control.
+///
+/// `Debug` shows `url` with its password replaced by `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// AMQP URL (`amqp://` or `amqps://`), including credentials and vhost.
+    /// Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Prefix of every exchange and queue name, so several deployments (or tests) can share
+    /// a vhost. 1–64 characters of `[A-Za-z0-9._-]`, not starting with `amq.` (reserved by
+    /// RabbitMQ). Default `escalations`.
+    pub prefix: String,
+    /// Number of shard queues conversations are spread over (SPEC §6). Fixed for the life
+    /// of a deployment: changing it moves conversations between shards. 1–1024. Default 32.
+    pub shards: u16,
+    /// Deliveries of one message before it is dead-lettered as poison (quorum queue
+    /// `x-delivery-limit`). At least 1. Default 5.
+    pub delivery_limit: u32,
+    /// AMQP channels the publisher spreads confirmed publishes over. At least 1. Default 8.
+    pub publish_channels: usize,
+    /// Unacknowledged deliveries a consumer may hold (`basic.qos` prefetch count).
+    /// At least 1 (0 would mean unlimited in AMQP). Default 256.
+    pub prefetch: u16,
+    /// Milliseconds to wait for a publisher confirm before the publish counts as failed
+    /// (and the HTTP caller gets `503`). At least 1. Default 5000.
+    pub confirm_timeout_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            prefix: "escalations".to_owned(),
+            shards: 32,
+            delivery_limit: 5,
+            publish_channels: 8,
+            prefetch: 256,
+            confirm_timeout_ms: 5000,
+        }
+    }
+}
+
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("shards", &self.shards)
+            .field("delivery_limit", &self.delivery_limit)
+            .field("publish_channels", &self.publish_channels)
+            .field("prefetch", &self.prefetch)
+            .field("confirm_timeout_ms", &self.confirm_timeout_ms)
+            .finish()
+    }
+}
+
+/// PostgreSQL (`[database]`).
+///
+/// `Debug` shows `url` with its password replaced by `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL (`postgres://` or `postgresql://`).
+    /// Default `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: String,
+    /// Schema holding every table, so tests (or deployments) can share a database.
+    /// A plain lower-case SQL identifier: `[a-z_][a-z0-9_]*`, at most 63 characters,
+    /// not starting with `pg_`. Default `escalations`.
+    pub schema: String,
+    /// Maximum connections in the pool. At least 1. Default 16.
+    pub pool_size: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            schema: "escalations".to_owned(),
+            pool_size: 16,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// Widget tokens (`[widget]`): the signed, expiring tokens that open one conversation
+/// of one bot to a visitor's widget (SPEC §3).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WidgetConfig {
+    /// Key that signs widget tokens. Required, at least 32 bytes, the same on every
+    /// ingress instance. There is no default, not even for development: an unset key is
+    /// a start-up error naming `widget.token_secret` (set it in the file or as
+    /// `ESCALATIONS__WIDGET__TOKEN_SECRET`). Rotating it invalidates every open token.
+    pub token_secret: Secret,
+    /// Lifetime of a widget token in seconds. At least 1. Default 86400 (24 h, the
+    /// escalation TTL).
+    pub token_ttl_secs: u64,
+}
+
+impl Default for WidgetConfig {
+    fn default() -> Self {
+        Self { token_secret: Secret::default(), token_ttl_secs: 86_400 }
+    }
+}
+
+/// Outbound webhooks (`[webhooks]`): transport, address policy and the circuit breaker
+/// (SPEC §4). Retry budgets are per bot, see [`BotDefaults`](crate::BotDefaults).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Timeout of one delivery attempt in seconds (connect to end of response).
+    /// At least 1. Default 10.
+    pub timeout_secs: u64,
+    /// Allow webhook URLs that are or resolve to loopback addresses (`127.0.0.0/8`, `::1`,
+    /// `localhost`). For tests and local development only. Default `false`.
+    pub allow_loopback: bool,
+    /// Allow webhook URLs that are or resolve to private, link-local or shared addresses
+    /// (`10/8`, `172.16/12`, `192.168/16`, `169.254/16`, `100.64/10`, `fc00::/7`,
+    /// `fe80::/10`). Default `false`.
+    pub allow_private: bool,
+    /// Concurrent requests to one endpoint (scheme, host, port) at most. At least 1.
+    /// Default 8.
+    pub max_concurrency_per_endpoint: usize,
+    /// Consecutive failed attempts that open an endpoint's circuit breaker. At least 1.
+    /// Default 5.
+    pub breaker_failures: u32,
+    /// Seconds an open breaker waits before letting one probe through. At least 1.
+    /// Default 30.
+    pub breaker_cooldown_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10,
+            allow_loopback: false,
+            allow_private: false,
+            max_concurrency_per_endpoint: 8,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
+        }
+    }
+}
+
+/// Logging (`[log]`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format: `json` in production, `pretty` for people. Default `pretty`.
+    pub format: LogFormat,
+    /// `tracing` filter directives (`RUST_LOG` syntax), e.g. `info,lapin=warn`.
+    /// Must not be empty. Default `info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, filter: "info".to_owned() }
+    }
+}
+
+/// How log lines are written; see [`LogConfig::format`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable, coloured lines.
+    #[default]
+    Pretty,
+}
