@@ -8,6 +8,7 @@
 //! - [`agent_event`]: the agent events of `send-message-to-widget` (SPEC §2), their
 //!   canonical serde form, and [`agent_event::parse_agent_event`], which returns
 //!   every problem of a request body at once.
+//! - [`envelope`]: the command the ingress publishes and the worker consumes.
 //! - [`validation`]: field errors (path + code) ready to become a 400 body.
 //! - [`widget`]: events streamed to the visitor's widget (SPEC §3).
 //! - [`webhook`]: outbound webhook payloads with the original envelope (SPEC §4).
@@ -16,6 +17,7 @@
 //!   and the final/retryable classification of attempt outcomes.
 
 pub mod agent_event;
+pub mod envelope;
 pub mod ids;
 pub mod machine;
 pub mod retry;
@@ -24,6 +26,7 @@ pub mod webhook;
 pub mod widget;
 
 pub use agent_event::{AgentAction, AgentEvent, parse_agent_event};
+pub use envelope::Envelope;
 pub use ids::{BotId, ConversationId, EscalationId, EventId, MessageId};
 pub use machine::{
     Command, Context, Conversation, Effect, EndReason, Input, OutcomeKind, Phase, RejectCode, Rejection,

@@ -32,6 +32,11 @@ pub enum FieldCode {
     InvalidUrl,
     /// A URL whose scheme is not `https`.
     NotHttps,
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// Two values that must agree do not (for example `eventId` and the
+    /// `Idempotency-Key` header).
+    Conflict,
 }
 
 impl FieldCode {
@@ -49,6 +54,8 @@ impl FieldCode {
             FieldCode::UnknownEventType => "unknown_event_type",
             FieldCode::InvalidUrl => "invalid_url",
             FieldCode::NotHttps => "not_https",
+            FieldCode::InvalidJson => "invalid_json",
+            FieldCode::Conflict => "conflict",
         }
     }
 }

@@ -5,6 +5,7 @@
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::Deserialize;
+use std::time::Duration;
 use url::Url;
 
 use crate::secret::{Secret, one_or_many};
@@ -250,4 +251,47 @@ pub(crate) struct RawBot {
     pub(crate) webhook_secrets: Vec<Secret>,
     #[serde(default)]
     pub(crate) overrides: BotOverrides,
+}
+
+impl EffectiveBot {
+    /// The state machine's rules for this bot (SPEC §5 timers and limits).
+    pub fn rules(&self) -> domain::Rules {
+        domain::Rules {
+            no_response_timeout: Duration::from_secs(self.no_response_timeout_secs),
+            queue_timeout: Duration::from_secs(self.queue_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            ttl: Duration::from_secs(self.ttl_secs),
+            max_held_messages: self.max_held_messages as usize,
+            report_rejections: self.event_rejected,
+        }
+    }
+
+    /// The webhook retry policy for this bot: the domain's backoff with this
+    /// bot's budgets (SPEC §4).
+    pub fn retry_policy(&self) -> domain::RetryPolicy {
+        domain::RetryPolicy {
+            escalate_budget: Duration::from_secs(self.escalate_budget_secs),
+            default_budget: Duration::from_secs(self.delivery_budget_secs),
+            ..domain::RetryPolicy::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::*;
+
+    #[test]
+    fn defaults_convert_to_the_domain_defaults() {
+        let bot = BotConfig {
+            id: "b".into(),
+            api_keys: Vec::new(),
+            webhook_url: None,
+            webhook_secrets: Vec::new(),
+            overrides: BotOverrides::default(),
+        };
+        let effective = bot.effective(&BotDefaults::default());
+        assert_eq!(effective.rules(), domain::Rules::default());
+        assert_eq!(effective.retry_policy(), domain::RetryPolicy::default());
+    }
 }
