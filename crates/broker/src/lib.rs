@@ -1,0 +1,26 @@
+//! RabbitMQ side of the widget-escalations relay: where events go and how
+//! they get there with a broker confirm.
+//!
+//! - [`shard`]: [`shard_for`] maps a (bot, conversation) to one of N shards
+//!   with a pinned xxh3 hash, so a conversation always lands on one queue.
+//! - [`topology`]: [`Topology`] names and declares the direct exchange, the N
+//!   quorum shard queues (single active consumer, delivery limit) and the
+//!   dead-letter exchange and queue.
+//! - [`publisher`]: [`Publisher`] keeps a connection with confirm-mode
+//!   channels alive in the background and publishes [`OutboundMessage`]s,
+//!   answering only once the broker confirmed, or failing fast when it can't.
+//! - [`error`]: the crate's single [`Error`] type ([`PublishError`] is the
+//!   same type under the name the publishing API uses).
+//!
+//! Tests in `tests/` run against a real RabbitMQ (`AMQP_URL`, default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`).
+
+pub mod error;
+pub mod publisher;
+pub mod shard;
+pub mod topology;
+
+pub use error::{Error, PublishError, Result};
+pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};
+pub use shard::shard_for;
+pub use topology::Topology;
