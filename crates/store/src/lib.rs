@@ -1,1 +1,42 @@
-//! placeholder
+//! PostgreSQL: the pool, the migrations, and one function per query.
+//!
+//! Everything lives in one configured schema. The worker's write path is
+//! batch-shaped: for the deliveries of one shard it opens a transaction on
+//! [`Store::client`], locks and loads the conversations, filters the event ids
+//! already recorded, runs the state machine, writes everything and commits.
+//! Each batch function is one statement taking arrays (`UNNEST`), whatever the
+//! batch size. Read-side queries (for the query endpoints, the CLI and tests)
+//! and the shard leases are methods on [`Store`], each on a pooled connection.
+//!
+//! - [`store`]: [`Store`], the pool and its schema.
+//! - [`migrations`]: [`Store::migrate`], the embedded, ordered migrations.
+//! - [`executor`]: [`Executor`], what the batch functions run on.
+//! - [`key`]: [`ConvKey`], the key of every per-conversation row.
+//! - [`conversations`]: the state of each conversation.
+//! - [`events`]: the dedupe store and transition/rejection log.
+//! - [`deliveries`]: the widget stream and the webhook outbox.
+//! - [`timers`]: durable timers, claimed by pollers.
+//! - [`leases`]: workers and the shards they hold.
+//! - [`error`]: [`Error`] and [`Result`].
+
+mod codec;
+pub mod conversations;
+pub mod deliveries;
+pub mod error;
+pub mod events;
+pub mod executor;
+pub mod key;
+pub mod leases;
+pub mod migrations;
+pub mod store;
+pub mod timers;
+
+pub use conversations::{StoredConversation, lock_conversations, save_conversations};
+pub use deliveries::{WebhookDeliveryRow, insert_webhook_deliveries, insert_widget_events};
+pub use error::{Error, Result};
+pub use events::{EventRecord, applied_event_ids, record_events};
+pub use executor::Executor;
+pub use key::ConvKey;
+pub use leases::Lease;
+pub use store::Store;
+pub use timers::{DueTimer, claim_due_timers, delete_fired_timer, delete_timers, upsert_timers};

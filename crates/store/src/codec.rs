@@ -1,0 +1,110 @@
+//! Column encodings shared by the query modules: sequences as `bigint`, the
+//! domain's wire enums as `text`, validated ids parsed back on the way out.
+
+use serde::de::DeserializeOwned;
+use tokio_postgres::Row;
+
+use domain::{BotId, ConversationId, RejectCode, Verdict};
+
+use crate::error::{Error, Result};
+use crate::key::ConvKey;
+
+/// A `u64` (sequence, epoch) as a `bigint` column.
+pub(crate) fn to_i64(value: u64, column: &'static str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::OutOfRange(column))
+}
+
+/// A `bigint` column as a `u64`.
+pub(crate) fn to_u64(value: i64, column: &'static str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| Error::Corrupt { column, value: value.to_string() })
+}
+
+/// A wire enum (`Phase`, `TimerKind`, `RejectCode`) from its `as_str` form,
+/// through its serde representation, which is the same snake_case name.
+pub(crate) fn parse_wire<T: DeserializeOwned>(value: &str, column: &'static str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned()))
+        .map_err(|_| Error::Corrupt { column, value: value.to_owned() })
+}
+
+/// A validated id from a text column.
+pub(crate) fn parse_id<T, E>(
+    value: &str,
+    column: &'static str,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<T> {
+    parse(value.to_owned()).map_err(|_| Error::Corrupt { column, value: value.to_owned() })
+}
+
+/// The conversation key held in the columns `bot_id` and `conversation_id`.
+pub(crate) fn key_from_row(row: &Row) -> Result<ConvKey> {
+    let bot_id = parse_id(row.try_get("bot_id")?, "bot_id", BotId::parse)?;
+    let conversation_id =
+        parse_id(row.try_get("conversation_id")?, "conversation_id", ConversationId::parse)?;
+    Ok(ConvKey { bot_id, conversation_id })
+}
+
+/// The `verdict` and `code` columns of a verdict.
+pub(crate) fn verdict_columns(verdict: Verdict) -> (&'static str, Option<&'static str>) {
+    match verdict {
+        Verdict::Applied => ("applied", None),
+        Verdict::Duplicate => ("duplicate", None),
+        Verdict::Ignored => ("ignored", None),
+        Verdict::Rejected(code) => ("rejected", Some(code.as_str())),
+    }
+}
+
+/// A verdict from its `verdict` and `code` columns.
+pub(crate) fn verdict_from_columns(verdict: &str, code: Option<&str>) -> Result<Verdict> {
+    match (verdict, code) {
+        ("applied", None) => Ok(Verdict::Applied),
+        ("duplicate", None) => Ok(Verdict::Duplicate),
+        ("ignored", None) => Ok(Verdict::Ignored),
+        ("rejected", Some(code)) => Ok(Verdict::Rejected(parse_wire::<RejectCode>(code, "code")?)),
+        _ => Err(Error::Corrupt { column: "verdict", value: format!("{verdict}/{code:?}") }),
+    }
+}
+
+/// Two parallel `text[]` parameters: the bot and conversation ids of `keys`.
+pub(crate) fn key_arrays<'a>(keys: impl Iterator<Item = &'a ConvKey>) -> (Vec<&'a str>, Vec<&'a str>) {
+    keys.map(|key| (key.bot_id.as_str(), key.conversation_id.as_str())).unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Phase, TimerKind};
+
+    #[test]
+    fn wire_enums_round_trip_through_their_names() {
+        for phase in [Phase::Idle, Phase::Requested, Phase::Queued, Phase::Connected] {
+            assert_eq!(parse_wire::<Phase>(phase.as_str(), "phase").expect("parses"), phase);
+        }
+        for kind in [TimerKind::NoResponse, TimerKind::Queue, TimerKind::Idle, TimerKind::Ttl] {
+            assert_eq!(parse_wire::<TimerKind>(kind.as_str(), "kind").expect("parses"), kind);
+        }
+        assert!(parse_wire::<Phase>("nope", "phase").is_err());
+    }
+
+    #[test]
+    fn verdicts_round_trip_through_their_columns() {
+        let all = [
+            Verdict::Applied,
+            Verdict::Duplicate,
+            Verdict::Ignored,
+            Verdict::Rejected(RejectCode::NotConnected),
+            Verdict::Rejected(RejectCode::HeldMessagesFull),
+        ];
+        for verdict in all {
+            let (name, code) = verdict_columns(verdict);
+            assert_eq!(verdict_from_columns(name, code).expect("parses"), verdict);
+        }
+        assert!(verdict_from_columns("rejected", None).is_err());
+    }
+
+    #[test]
+    fn sequences_beyond_bigint_are_refused() {
+        assert!(to_i64(u64::MAX, "sequence").is_err());
+        assert!(to_u64(-1, "sequence").is_err());
+        assert_eq!(to_i64(7, "sequence").expect("fits"), 7);
+    }
+}

@@ -1,0 +1,152 @@
+//! What the worker hands on: `widget_events` (the widget stream, which the SSE
+//! endpoint replays after `Last-Event-ID`, SPEC §3) and `webhook_deliveries`
+//! (the webhook outbox, SPEC §4).
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Json;
+
+use domain::webhook::WebhookEnvelope;
+use domain::widget::WidgetEnvelope;
+
+use crate::codec::{key_arrays, to_i64, to_u64};
+use crate::error::{Error, Result};
+use crate::executor::{self, Executor};
+use crate::key::ConvKey;
+use crate::store::Store;
+
+/// One webhook delivery as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookDeliveryRow {
+    /// The delivery's id (`webhook_attempts.delivery_id`).
+    pub id: i64,
+    /// The conversation's webhook sequence.
+    pub sequence: u64,
+    /// The webhook event type (`widgetEscalate`, …).
+    pub event_type: String,
+    /// `pending`, `delivered`, `dead` or `skipped`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The [`WebhookEnvelope`] as JSON; the body posted is
+    /// `WebhookPayload::new(bot_id, conversation_id, envelope)`.
+    pub payload: serde_json::Value,
+}
+
+// A redelivered batch writes the same sequences again: `DO NOTHING` keeps the
+// first copy.
+const INSERT_WIDGET: &str = "
+    INSERT INTO widget_events (bot_id, conversation_id, sequence, escalation_id, event_type, payload)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[])
+    ON CONFLICT DO NOTHING";
+
+/// Appends widget events (each envelope stored whole as `payload`). Returns
+/// the number of rows inserted.
+#[tracing::instrument(level = "debug", skip_all, fields(rows = rows.len()))]
+pub async fn insert_widget_events(tx: &impl Executor, rows: &[(ConvKey, WidgetEnvelope)]) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (bots, conversations) = key_arrays(rows.iter().map(|(key, _)| key));
+    let sequences: Vec<i64> =
+        rows.iter().map(|(_, envelope)| to_i64(envelope.sequence, "sequence")).collect::<Result<_>>()?;
+    let escalations: Vec<&str> = rows.iter().map(|(_, envelope)| envelope.escalation_id.as_str()).collect();
+    let types: Vec<&str> = rows.iter().map(|(_, envelope)| envelope.event.name()).collect();
+    let payloads: Vec<Json<&WidgetEnvelope>> = rows.iter().map(|(_, envelope)| Json(envelope)).collect();
+    executor::execute(
+        tx,
+        INSERT_WIDGET,
+        &[&bots, &conversations, &sequences, &escalations, &types, &payloads],
+    )
+    .await
+}
+
+const INSERT_WEBHOOK: &str = "
+    INSERT INTO webhook_deliveries
+        (bot_id, conversation_id, sequence, event_type, escalation_id, payload, next_attempt_at, created_at)
+    SELECT u.bot_id, u.conversation_id, u.sequence, u.event_type, u.escalation_id, u.payload, $7, $7
+    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY
+        AS u(bot_id, conversation_id, sequence, event_type, escalation_id, payload, ord)
+    ORDER BY u.ord
+    ON CONFLICT (bot_id, conversation_id, sequence) DO NOTHING";
+
+/// Queues webhook deliveries, `pending` and due at `now`. A sequence already
+/// queued for its conversation is left as it was. Returns the number of rows
+/// inserted.
+#[tracing::instrument(level = "debug", skip_all, fields(rows = rows.len()))]
+pub async fn insert_webhook_deliveries(
+    tx: &impl Executor,
+    rows: &[(ConvKey, WebhookEnvelope)],
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (bots, conversations) = key_arrays(rows.iter().map(|(key, _)| key));
+    let sequences: Vec<i64> =
+        rows.iter().map(|(_, envelope)| to_i64(envelope.sequence, "sequence")).collect::<Result<_>>()?;
+    let types: Vec<&str> = rows.iter().map(|(_, envelope)| envelope.event.event_type()).collect();
+    let escalations: Vec<Option<&str>> =
+        rows.iter().map(|(_, envelope)| envelope.escalation_id.as_ref().map(|id| id.as_str())).collect();
+    let payloads: Vec<Json<&WebhookEnvelope>> = rows.iter().map(|(_, envelope)| Json(envelope)).collect();
+    executor::execute(
+        tx,
+        INSERT_WEBHOOK,
+        &[&bots, &conversations, &sequences, &types, &escalations, &payloads, &now],
+    )
+    .await
+}
+
+impl Store {
+    /// A conversation's widget events after `after_sequence`, in sequence
+    /// order (`0` for all of them).
+    pub async fn widget_events(&self, key: &ConvKey, after_sequence: u64) -> Result<Vec<WidgetEnvelope>> {
+        // Beyond `i64::MAX` nothing can follow.
+        let Ok(after) = i64::try_from(after_sequence) else { return Ok(Vec::new()) };
+        let rows = self
+            .query(
+                "SELECT payload FROM {schema}.widget_events
+                 WHERE bot_id = $1 AND conversation_id = $2 AND sequence > $3
+                 ORDER BY sequence",
+                &[&key.bot_id.as_str(), &key.conversation_id.as_str(), &after],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let Json(envelope) = row.try_get::<_, Json<WidgetEnvelope>>("payload")?;
+                Ok(envelope)
+            })
+            .collect()
+    }
+
+    /// A conversation's webhook deliveries, in sequence order.
+    pub async fn webhook_deliveries_of(&self, key: &ConvKey) -> Result<Vec<WebhookDeliveryRow>> {
+        let rows = self
+            .query(
+                "SELECT id, sequence, event_type, status, attempts, payload
+                 FROM {schema}.webhook_deliveries
+                 WHERE bot_id = $1 AND conversation_id = $2
+                 ORDER BY sequence",
+                &[&key.bot_id.as_str(), &key.conversation_id.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i32 = row.try_get("attempts")?;
+                Ok(WebhookDeliveryRow {
+                    id: row.try_get("id")?,
+                    sequence: to_u64(row.try_get("sequence")?, "sequence")?,
+                    event_type: row.try_get("event_type")?,
+                    status: row.try_get("status")?,
+                    attempts: u32::try_from(attempts)
+                        .map_err(|_| Error::Corrupt { column: "attempts", value: attempts.to_string() })?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many widget events are stored, in all conversations. For tests.
+    pub async fn count_widget_events(&self) -> Result<u64> {
+        self.count("widget_events").await
+    }
+}

@@ -1,0 +1,67 @@
+//! The crate's one error type.
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The schema name is not a plain lowercase identifier.
+    #[error("invalid schema name {0:?}: expected 1-63 characters of [a-z0-9_], not starting with a digit")]
+    InvalidSchema(String),
+    /// The database URL could not be parsed.
+    #[error("invalid database url")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    /// The pool could not be built.
+    #[error("building the connection pool")]
+    BuildPool(#[from] deadpool_postgres::BuildError),
+    /// No connection could be taken from the pool.
+    #[error("getting a database connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement failed.
+    #[error("database statement failed")]
+    Db(#[from] tokio_postgres::Error),
+    /// A JSON column could not be encoded or decoded.
+    #[error("JSON column")]
+    Json(#[from] serde_json::Error),
+    /// A value does not fit its column (a sequence beyond `i64::MAX`).
+    #[error("value out of range for column {0}")]
+    OutOfRange(&'static str),
+    /// A row holds a value this version does not understand.
+    #[error("unexpected value {value:?} in column {column}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// What it held.
+        value: String,
+    },
+}
+
+impl Error {
+    /// True when retrying the same work later may succeed: lost connections,
+    /// an exhausted pool, serialization failures and deadlocks, a server
+    /// shutting down or out of resources. The worker uses this to choose
+    /// between redelivery and the dead letter (STYLE, "classifies each failure once").
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Pool(_) => true,
+            Error::Db(error) => match error.code() {
+                // No SQLSTATE: an I/O error or a closed connection.
+                None => true,
+                Some(state) => {
+                    let code = state.code();
+                    // 08 connection exception, 40 transaction rollback
+                    // (serialization failure, deadlock), 53 insufficient
+                    // resources, 57 operator intervention (shutdown, cancel).
+                    ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class))
+                }
+            },
+            Error::InvalidSchema(_)
+            | Error::InvalidUrl(_)
+            | Error::BuildPool(_)
+            | Error::Json(_)
+            | Error::OutOfRange(_)
+            | Error::Corrupt { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The connection pool and the schema every statement runs in.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::error::{Error, Result};
+use crate::executor;
+
+/// A pool of connections to one schema of one database. Cheap to clone.
+///
+/// Every pooled connection starts with `search_path` set to the schema alone,
+/// so the batch functions (which take a transaction, not the store) resolve
+/// their unqualified table names there and nowhere else. The store's own
+/// statements name their tables as `"schema".table`.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    schema: Arc<str>,
+}
+
+impl fmt::Debug for Store {
+    // Not derived: the pool's configuration holds the database credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("schema", &self.schema).field("pool", &self.pool.status()).finish()
+    }
+}
+
+/// Connecting a new connection gives up after this long, so a database that is
+/// down surfaces as an error instead of a hang.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Checking a pooled connection before reuse gives up after this long.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Builds a pool of at most `pool_size` connections to `url`, working in
+    /// `schema`. Connects lazily: nothing is opened until the first query.
+    pub fn connect(url: &str, schema: &str, pool_size: usize) -> Result<Store> {
+        validate_schema(schema)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(Error::InvalidUrl)?;
+        // The schema is a validated lowercase identifier, so it needs no
+        // quoting inside `search_path` or the startup options.
+        let options = match config.get_options() {
+            Some(existing) if !existing.trim().is_empty() => format!("{existing} -c search_path={schema}"),
+            _ => format!("-c search_path={schema}"),
+        };
+        config.options(&options);
+        if config.get_application_name().is_none() {
+            config.application_name("escalations");
+        }
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CREATE_TIMEOUT))
+            .recycle_timeout(Some(RECYCLE_TIMEOUT))
+            .build()?;
+        Ok(Store { pool, schema: schema.into() })
+    }
+
+    /// The schema this store works in (unquoted).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A pooled connection, its `search_path` set to the schema. The worker
+    /// opens its batch transaction on it.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Drops the schema and everything in it. For tests.
+    pub async fn drop_schema(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.quoted_schema())).await?;
+        Ok(())
+    }
+
+    /// `"schema"`, ready to be interpolated into SQL.
+    pub(crate) fn quoted_schema(&self) -> String {
+        format!("\"{}\"", self.schema)
+    }
+
+    /// Runs `sql` (with `{schema}` standing for the quoted schema) on a pooled
+    /// connection and returns its rows.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        executor::query(&client, &self.qualify(sql), params).await
+    }
+
+    /// Runs `sql` (with `{schema}` standing for the quoted schema) on a pooled
+    /// connection and returns the number of rows it touched.
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        let client = self.client().await?;
+        executor::execute(&client, &self.qualify(sql), params).await
+    }
+
+    /// `sql` with `{schema}` replaced by the quoted schema.
+    pub(crate) fn qualify(&self, sql: &str) -> String {
+        sql.replace("{schema}", &self.quoted_schema())
+    }
+}
+
+/// Accepts a plain lowercase identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes
+/// (PostgreSQL's identifier limit). Anything else could not be interpolated
+/// into SQL safely.
+fn validate_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let valid_start = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let valid_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid_start && valid_rest && schema.len() <= 63 && !schema.starts_with("pg_") {
+        Ok(())
+    } else {
+        Err(Error::InvalidSchema(schema.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["escalations", "t_0123abc", "_x"] {
+            assert!(validate_schema(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(64);
+        for bad in ["", "1abc", "Upper", "a-b", "a\"b", "a b", "pg_catalog", too_long.as_str()] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connect_rejects_a_bad_schema_before_touching_the_network() {
+        let error = Store::connect("postgres://localhost/x", "bad-name", 1).expect_err("refused");
+        assert!(matches!(error, Error::InvalidSchema(_)));
+    }
+}
