@@ -1,0 +1,40 @@
+//! `escalations topology`: declare or delete the RabbitMQ side (SPEC §8).
+
+use anyhow::{Context, bail};
+use broker::Topology;
+use lapin::{Connection, ConnectionProperties};
+use settings::Settings;
+
+use crate::cli::TopologyAction;
+
+/// Declares (idempotent) or deletes the exchanges and queues of `settings.broker`.
+pub async fn run(settings: &Settings, action: Option<TopologyAction>) -> anyhow::Result<()> {
+    let b = &settings.broker;
+    let topology = Topology::new(b.prefix.clone(), b.shards, b.delivery_limit);
+    let connection = Connection::connect(&b.url, ConnectionProperties::default())
+        .await
+        .with_context(|| format!("connecting to RabbitMQ at {}", settings::redact_url(&b.url)))?;
+    let channel = connection.create_channel().await.context("opening a channel")?;
+    match action.unwrap_or(TopologyAction::Declare) {
+        TopologyAction::Declare => {
+            topology.declare(&channel).await.context("declaring the topology")?;
+            println!(
+                "declared exchange {}, {} shard queues {}..{}, dead-letter queue {}",
+                topology.exchange(),
+                b.shards,
+                topology.shard_queue(0),
+                topology.shard_queue(b.shards - 1),
+                topology.dead_letter_queue()
+            );
+        }
+        TopologyAction::Delete { yes } => {
+            if !yes {
+                bail!("this deletes every queue of prefix {:?} with its messages; pass --yes", b.prefix);
+            }
+            topology.delete(&channel).await.context("deleting the topology")?;
+            println!("deleted the topology of prefix {:?}", b.prefix);
+        }
+    }
+    connection.close(200, "bye".into()).await.context("closing the connection")?;
+    Ok(())
+}
