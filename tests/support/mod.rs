@@ -1,0 +1,249 @@
+//! A whole system for one test: an ingress on a real socket, a worker, both on
+//! the real RabbitMQ and PostgreSQL under a queue prefix and a database schema
+//! of their own, removed again by [`System::stop`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::{Publisher, Topology};
+use lapin::{Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use settings::Settings;
+use store::{ConvKey, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use worker::{Worker, WorkerConfig, WorkerHandle};
+
+/// The test bot and its API key.
+pub const BOT: &str = "acme";
+/// `BOT`'s key.
+pub const KEY: &str = "acme-key-0123456789";
+const TOKEN_SECRET: &str = "e2e-widget-token-secret-of-32-bytes-or-more";
+
+/// The settings of one test: fresh prefix and schema; `extra_bot` is TOML
+/// appended to the bot (e.g. timer overrides).
+pub fn settings(bot_overrides: &str) -> Settings {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let amqp = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let pg = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let toml = format!(
+        r#"
+        [broker]
+        url = "{amqp}"
+        prefix = "e2e-{id}"
+        shards = 4
+        [database]
+        url = "{pg}"
+        schema = "e2e_{id}"
+        pool_size = 8
+        [widget]
+        token_secret = "{TOKEN_SECRET}"
+        [[bots]]
+        id = "{BOT}"
+        api_keys = ["{KEY}"]
+        overrides = {{ rate_limit_per_sec = 1000000, rate_limit_burst = 1000000 {bot_overrides} }}
+        "#
+    );
+    Settings::from_sources(Some(&toml), Vec::<(String, String)>::new()).expect("valid test settings")
+}
+
+/// A running ingress + worker.
+pub struct System {
+    pub settings: Settings,
+    pub store: Store,
+    pub base: String,
+    pub http: reqwest::Client,
+    worker: Option<WorkerHandle>,
+    ingress_stop: CancellationToken,
+    ingress: Option<tokio::task::JoinHandle<()>>,
+    publisher: Arc<Publisher>,
+}
+
+impl System {
+    /// Starts everything with default bot rules.
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts everything; `bot_overrides` as in [`settings`].
+    pub async fn start_with(bot_overrides: &str) -> Self {
+        let settings = settings(bot_overrides);
+        let db = &settings.database;
+        let store = Store::connect(&db.url, &db.schema, db.pool_size).expect("store");
+        store.migrate().await.expect("migrate");
+        let config = WorkerConfig {
+            lease_ttl: Duration::from_secs(3),
+            renew_every: Duration::from_millis(500),
+            timer_poll_every: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::start(&settings, config).await.expect("worker starts");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let publisher = Arc::new(Publisher::connect(ingress::publisher_config(&settings)));
+        assert!(publisher.wait_until_connected(Duration::from_secs(10)).await, "broker reachable");
+        let app = ingress::router(ingress::AppState::new(settings.clone(), publisher.clone()));
+        let ingress_stop = CancellationToken::new();
+        let stop = ingress_stop.clone();
+        let ingress = tokio::spawn(async move {
+            ingress::serve(listener, app, Duration::from_secs(2), stop).await.expect("serve");
+        });
+        let system = Self {
+            settings,
+            store,
+            base,
+            http: reqwest::Client::new(),
+            worker: Some(worker),
+            ingress_stop,
+            ingress: Some(ingress),
+            publisher,
+        };
+        system.wait_for_shards().await;
+        system
+    }
+
+    async fn wait_for_shards(&self) {
+        let worker = self.worker.as_ref().expect("running");
+        eventually("the worker holds every shard", Duration::from_secs(20), || async {
+            (worker.shards().len() == usize::from(self.settings.broker.shards)).then_some(())
+        })
+        .await;
+    }
+
+    /// The key of one of the test bot's conversations.
+    pub fn key(&self, conversation: &str) -> ConvKey {
+        ConvKey::new(
+            domain::BotId::parse(BOT).expect("id"),
+            domain::ConversationId::parse(conversation).expect("id"),
+        )
+    }
+
+    /// POSTs an agent event; returns (status, body).
+    pub async fn agent(&self, body: Value) -> (u16, Value) {
+        self.agent_with_key(body, None).await
+    }
+
+    /// POSTs an agent event with an `Idempotency-Key`.
+    pub async fn agent_with_key(&self, body: Value, idempotency_key: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/agent/converse/send-message-to-widget", self.base))
+            .header("Authorization", KEY)
+            .header("botid", BOT)
+            .json(&body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        read(request.send().await.expect("request")).await
+    }
+
+    /// Escalates a conversation; returns (escalationId, widgetToken).
+    pub async fn escalate(&self, conversation: &str) -> (String, String) {
+        let response = self
+            .http
+            .post(format!("{}/widget/v1/conversations/{conversation}/escalate", self.base))
+            .header("Authorization", format!("Bearer {KEY}"))
+            .header("botid", BOT)
+            .json(&json!({"escalateTo": "billing"}))
+            .send()
+            .await
+            .expect("request");
+        let (status, body) = read(response).await;
+        assert_eq!(status, 200, "escalate: {body}");
+        (
+            body["escalationId"].as_str().expect("id").to_owned(),
+            body["widgetToken"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    /// The visitor writes; returns the status.
+    pub async fn visitor(&self, conversation: &str, token: &str, text: &str) -> u16 {
+        let response = self
+            .http
+            .post(format!("{}/widget/v1/conversations/{conversation}/messages", self.base))
+            .bearer_auth(token)
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .expect("request");
+        read(response).await.0
+    }
+
+    /// The visitor ends the session; returns the status.
+    pub async fn visitor_end(&self, conversation: &str, token: &str) -> u16 {
+        let response = self
+            .http
+            .post(format!("{}/widget/v1/conversations/{conversation}/end", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        read(response).await.0
+    }
+
+    /// Waits until `count` events of the conversation are recorded.
+    pub async fn wait_events(&self, conversation: &str, count: usize) -> Vec<store::EventRecord> {
+        let key = self.key(conversation);
+        eventually(
+            &format!("{count} events recorded for {conversation}"),
+            Duration::from_secs(20),
+            || async {
+                let events = self.store.events_of(&key).await.expect("events");
+                (events.len() >= count).then_some(events)
+            },
+        )
+        .await
+    }
+
+    /// Stops everything and removes the test's queues and schema.
+    pub async fn stop(mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await.expect("worker stops cleanly");
+        }
+        self.ingress_stop.cancel();
+        if let Some(ingress) = self.ingress.take() {
+            let _ = ingress.await;
+        }
+        self.publisher.shutdown().await;
+        let b = &self.settings.broker;
+        let connection = Connection::connect(&b.url, ConnectionProperties::default()).await.expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        Topology::new(b.prefix.clone(), b.shards, b.delivery_limit)
+            .delete(&channel)
+            .await
+            .expect("delete topology");
+        let _ = connection.close(200, "bye".into()).await;
+        self.store.drop_schema().await.expect("drop schema");
+    }
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System").field("base", &self.base).field("schema", &self.store.schema()).finish()
+    }
+}
+
+async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Polls `probe` until it yields a value, or panics naming `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
