@@ -11,6 +11,8 @@
 //! - [`envelope`]: the command the ingress publishes and the worker consumes.
 //! - [`validation`]: field errors (path + code) ready to become a 400 body.
 //! - [`widget`]: events streamed to the visitor's widget (SPEC §3).
+//! - [`widget_request`]: the widget API's request bodies (`escalate`, visitor
+//!   messages), validated like agent events.
 //! - [`webhook`]: outbound webhook payloads with the original envelope (SPEC §4).
 //! - [`machine`]: the escalation state machine of SPEC §5 as a pure function.
 //! - [`retry`]: webhook retry policy: backoff, jitter, `Retry-After`, budgets,
@@ -24,6 +26,7 @@ pub mod retry;
 pub mod validation;
 pub mod webhook;
 pub mod widget;
+pub mod widget_request;
 
 pub use agent_event::{AgentAction, AgentEvent, parse_agent_event};
 pub use envelope::Envelope;
@@ -34,3 +37,6 @@ pub use machine::{
 };
 pub use retry::{AttemptResult, Class, Decision, RetryPolicy};
 pub use validation::{FieldCode, FieldError, ValidationErrors};
+pub use widget_request::{
+    EscalateRequest, VisitorMessageRequest, parse_escalate_request, parse_visitor_message,
+};

@@ -65,7 +65,7 @@ proptest! {
             Decision::RetryAt(at) => {
                 let waited = (at - t0()).to_std().expect("positive");
                 prop_assert!(waited >= p.retry_after_min && waited <= p.retry_after_max);
-                if secs >= 1 && secs <= 600 {
+                if (1..=600).contains(&secs) {
                     prop_assert_eq!(waited, Duration::from_secs(secs), "honoured as told within the clamp");
                 }
             }

@@ -1,0 +1,122 @@
+//! [`AppState`], what every handler shares, and [`router`], the routes.
+//!
+//! Tests and benchmarks build the router in-process from any [`Settings`] and
+//! [`Publisher`]: `router(AppState::new(settings, publisher))`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use broker::{OutboundMessage, Publisher, shard_for};
+use domain::{Envelope, EventId};
+use metrics_exporter_prometheus::PrometheusHandle;
+use settings::Settings;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::rate_limit::{RateLimiter, Scope, retry_after_secs};
+use crate::routes::{agent, health, widget};
+use crate::token::WidgetTokens;
+
+/// Shared, read-only state of the ingress; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    publisher: Arc<Publisher>,
+    limiter: RateLimiter,
+    tokens: WidgetTokens,
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// State for `settings` (validated) publishing through `publisher`, whose
+    /// topology must have `settings.broker.shards` shards. Installs the
+    /// process's metrics recorder if not done yet.
+    pub fn new(settings: Settings, publisher: Arc<Publisher>) -> Self {
+        let tokens = WidgetTokens::new(
+            settings.widget.token_secret.expose().as_bytes(),
+            Duration::from_secs(settings.widget.token_ttl_secs),
+        );
+        let limiter = RateLimiter::new(&settings);
+        let metrics = metrics::install();
+        Self(Arc::new(Inner { settings, publisher, limiter, tokens, metrics }))
+    }
+
+    /// The settings the ingress runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// The publisher (for readiness).
+    pub fn publisher(&self) -> &Publisher {
+        &self.0.publisher
+    }
+
+    /// Widget token issuing and checking.
+    pub fn tokens(&self) -> &WidgetTokens {
+        &self.0.tokens
+    }
+
+    /// The Prometheus handle `/metrics` renders.
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
+
+    /// Takes a token from `bot`'s bucket for `scope`, or answers `429`.
+    pub fn check_rate(&self, bot: &str, scope: Scope) -> Result<(), ApiError> {
+        self.0.limiter.check(bot, scope).map_err(|wait| {
+            tracing::debug!(bot, ?scope, ?wait, "rate limited");
+            ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) }
+        })
+    }
+
+    /// Publishes `envelope` to its conversation's shard queue and returns once
+    /// the broker confirmed it (SPEC §2: no `200` for an event that could still
+    /// be lost). Events of one conversation go to one queue over one channel,
+    /// so they are stored in the order their publishes were confirmed.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), ApiError> {
+        let bot_id = envelope.bot_id.as_str();
+        let conversation_id = envelope.conversation_id.as_str();
+        let message = OutboundMessage {
+            event_id: envelope.command.event_id.to_string(),
+            bot_id: bot_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            event_type: envelope.event_type().to_owned(),
+            received_at: envelope.received_at,
+            body: envelope.to_bytes(),
+            shard: shard_for(bot_id, conversation_id, self.0.settings.broker.shards),
+        };
+        self.0.publisher.publish(&message).await.map_err(ApiError::broker)
+    }
+}
+
+/// A fresh, time-ordered event id (UUID v7).
+pub fn new_event_id() -> Result<EventId, ApiError> {
+    // A UUID is always a valid id; the error path exists only to avoid a panic.
+    EventId::parse(uuid::Uuid::now_v7().to_string())
+        .map_err(|e| ApiError::internal(format!("generated id: {e}")))
+}
+
+/// Every route of the ingress, with request metrics and tracing.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/agent/converse/send-message-to-widget", post(agent::send_message_to_widget))
+        .route("/widget/v1/conversations/{id}/escalate", post(widget::escalate))
+        .route("/widget/v1/conversations/{id}/messages", post(widget::post_message))
+        .route("/widget/v1/conversations/{id}/end", post(widget::end))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
+        // A 5xx's cause is logged once by the handler (see `error`); the
+        // layer's own failure log would only repeat the status.
+        .layer(TraceLayer::new_for_http().on_failure(()))
+        .with_state(state)
+}

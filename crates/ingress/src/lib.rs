@@ -1,0 +1,33 @@
+//! The HTTP edge of the widget-escalations relay (SPEC §2, §3).
+//!
+//! It authenticates, validates and rate-limits each request, publishes one
+//! [`domain::Envelope`] to the conversation's shard queue and answers `200` only
+//! once the broker confirmed it, so no accepted event can be lost (SPEC §6).
+//! It never touches the database: every rule that needs state runs in the
+//! worker. Bad input gets a typed JSON 4xx and publishes nothing.
+//!
+//! - [`app`]: [`AppState`] (settings, publisher, limiter, token keys) and [`router`].
+//! - [`routes`]: the handlers: agent API, widget API, health and metrics.
+//! - [`auth`]: bot API keys (`Authorization` + `botid`) and widget tokens on requests.
+//! - [`token`]: [`WidgetTokens`], the signed, expiring token that opens one conversation.
+//! - [`body`]: reading a JSON body: media type, size limit, syntax.
+//! - [`rate_limit`]: [`RateLimiter`], a lock-free per-bot token bucket.
+//! - [`error`]: [`ApiError`], the one error every handler answers with, and [`Error`].
+//! - [`metrics`]: the Prometheus recorder and the HTTP request metrics.
+//! - [`server`]: [`run`] (what the binary calls) and [`serve`] (graceful shutdown).
+
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod metrics;
+pub mod rate_limit;
+pub mod routes;
+pub mod server;
+pub mod token;
+
+pub use app::{AppState, router};
+pub use error::{ApiError, Error};
+pub use rate_limit::{RateLimiter, Scope};
+pub use server::{publisher_config, run, serve};
+pub use token::{IssuedToken, WidgetClaims, WidgetTokens};

@@ -1,0 +1,43 @@
+//! Health, readiness, metrics, and JSON answers for unknown routes and methods.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// `GET /healthz`: the process is up and serving HTTP. Always `200`.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: `200` when the publisher has a usable broker connection, so
+/// a `200` from the agent API is possible; `503` otherwise (the load balancer
+/// should send traffic elsewhere).
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    if app.publisher().is_connected() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        let body = json!({"error": "not_ready", "message": "no broker connection"});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics().render())
+        .into_response()
+}
+
+/// Any unknown route: JSON `404`.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// A known route with the wrong method: JSON `405`.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

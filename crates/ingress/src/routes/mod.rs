@@ -1,0 +1,44 @@
+//! The handlers, one module per API.
+//!
+//! - [`agent`]: `POST /agent/converse/send-message-to-widget` (SPEC §2).
+//! - [`widget`]: `POST /widget/v1/conversations/{id}/escalate|messages|end` (SPEC §3).
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`, and the JSON 404 and 405.
+
+pub mod agent;
+pub mod health;
+pub mod widget;
+
+use domain::{EventId, FieldCode, ValidationErrors};
+use serde::Serialize;
+
+/// AMQP carries the event id as `message_id`, a short string of at most 255
+/// bytes; an id of 128 multi-byte characters can exceed that.
+pub const MAX_EVENT_ID_BYTES: usize = 255;
+
+/// `200 {"status":"accepted","eventId":"…"}`: the broker confirmed the event.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    /// Always `accepted`.
+    pub status: &'static str,
+    /// The event's id, given or generated.
+    pub event_id: EventId,
+}
+
+impl Accepted {
+    /// The body for `event_id`.
+    pub fn new(event_id: EventId) -> Self {
+        Self { status: "accepted", event_id }
+    }
+}
+
+/// Reports an event id that cannot be an AMQP `message_id`, against `field`.
+fn check_event_id_bytes(id: &EventId, field: &str, errors: &mut ValidationErrors) {
+    if id.as_str().len() > MAX_EVENT_ID_BYTES {
+        errors.push(
+            field,
+            FieldCode::TooLong,
+            format!("{field} must be at most {MAX_EVENT_ID_BYTES} bytes in UTF-8"),
+        );
+    }
+}

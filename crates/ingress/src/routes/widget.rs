@@ -1,0 +1,222 @@
+//! The widget API's writes (SPEC §3): the bot platform's `escalate` (bot API
+//! key) and the visitor's `messages` and `end` (widget token). Each publishes
+//! one command and answers once the broker confirmed it.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use chrono::{DateTime, SecondsFormat, Utc};
+use domain::widget_request::CLIENT_MESSAGE_EVENT_PREFIX;
+use domain::{
+    BotId, Command, ConversationId, Envelope, EscalationId, EventId, FieldCode, Input, MessageId,
+    ValidationErrors, parse_escalate_request, parse_visitor_message,
+};
+use serde::Serialize;
+use tracing::Span;
+
+use super::{Accepted, check_event_id_bytes};
+use crate::app::{AppState, new_event_id};
+use crate::auth::{authenticate_bot, authenticate_widget};
+use crate::body::{Empty, read_json};
+use crate::error::ApiError;
+use crate::rate_limit::Scope;
+
+/// `200` of `escalate`: the new escalation's id and the token the visitor's
+/// widget uses for this conversation.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Escalated {
+    /// The id of the escalation requested.
+    pub escalation_id: EscalationId,
+    /// `Authorization: Bearer <widgetToken>` for the widget routes of this conversation.
+    pub widget_token: String,
+    /// When the token stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// `POST /widget/v1/conversations/{id}/escalate`: the bot hands the conversation
+/// to a human. Body `{escalateTo?, metadata?, transcript?}`, or empty.
+///
+/// Known limitation: if an escalation is already live, the worker treats this
+/// as idempotent (SPEC §5) and keeps the live escalation's id, so the
+/// `escalationId` returned here then names an escalation that never starts.
+/// Returning the live id needs the worker's verdict (`Prefer: wait`), a later
+/// issue; the widget token is valid either way.
+#[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
+pub async fn escalate(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Escalated>, ApiError> {
+    let span = Span::current();
+    let bot = authenticate_bot(app.settings(), &headers)?;
+    span.record("bot_id", bot.id.as_str());
+    app.check_rate(&bot.id, Scope::Widget)?;
+
+    let mut errors = ValidationErrors::default();
+    let conversation = conversation_from_path(path, &mut errors);
+    let value = read_json(&headers, body, app.settings().http.body_limit_bytes, Empty::AsNull).await?;
+    let request = parse_escalate_request(&value).map_err(|e| errors.0.extend(e.0)).ok();
+    let (Some(conversation), Some(request)) = (conversation, request) else {
+        return Err(ApiError::InvalidBody(errors));
+    };
+    span.record("conversation_id", conversation.as_str());
+
+    let event_id = new_event_id()?;
+    span.record("event_id", event_id.as_str());
+    let escalation_id = EscalationId::parse(uuid::Uuid::now_v7().to_string())
+        .map_err(|e| ApiError::internal(format!("generated escalation id: {e}")))?;
+    let bot_id =
+        BotId::parse(bot.id.clone()).map_err(|e| ApiError::internal(format!("configured bot id: {e}")))?;
+    let now = Utc::now();
+    let envelope = Envelope {
+        bot_id: bot_id.clone(),
+        conversation_id: conversation.clone(),
+        received_at: now,
+        command: Command {
+            event_id,
+            input: Input::Escalate {
+                escalation_id: escalation_id.clone(),
+                escalate_to: request.escalate_to,
+                metadata: request.metadata,
+                transcript: request.transcript,
+            },
+        },
+    };
+    app.publish(&envelope).await?;
+
+    let issued = app.tokens().issue(&bot_id, &conversation, now);
+    Ok(Json(Escalated { escalation_id, widget_token: issued.token, expires_at: rfc3339(issued.expires_at) }))
+}
+
+/// `POST /widget/v1/conversations/{id}/messages` (widget token): `{text, clientMessageId?}`.
+///
+/// With a `clientMessageId` the event id is `vm:<clientMessageId>`, so a
+/// widget retrying a message it got no answer for sends a duplicate the worker
+/// applies once; the message id is the `clientMessageId`. Without one, both are
+/// a new UUID v7.
+#[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
+pub async fn post_message(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
+    let (bot_id, conversation) = authenticate_visitor(&app, path, &headers)?;
+    let value = read_json(&headers, body, app.settings().http.body_limit_bytes, Empty::Invalid).await?;
+    let request = parse_visitor_message(&value)?;
+
+    let (event_id, message_id) = match request.client_message_id {
+        Some(client_id) => {
+            let event_id = EventId::parse(format!("{CLIENT_MESSAGE_EVENT_PREFIX}{client_id}"));
+            let message_id = MessageId::parse(client_id);
+            match (event_id, message_id) {
+                (Ok(event_id), Ok(message_id)) => (event_id, message_id),
+                // parse_visitor_message already bounds clientMessageId for both.
+                _ => {
+                    return Err(ApiError::invalid(
+                        "clientMessageId",
+                        FieldCode::InvalidFormat,
+                        "invalid clientMessageId",
+                    ));
+                }
+            }
+        }
+        None => {
+            let event_id = new_event_id()?;
+            (event_id.clone(), MessageId::from(event_id))
+        }
+    };
+    let mut errors = ValidationErrors::default();
+    check_event_id_bytes(&event_id, "clientMessageId", &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidBody(errors));
+    }
+    let input = Input::VisitorMessage { message_id, text: request.text };
+    publish_visitor(&app, bot_id, conversation, event_id, input).await
+}
+
+/// `POST /widget/v1/conversations/{id}/end` (widget token): the visitor ends the
+/// session. No body is needed; any body is ignored.
+#[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
+pub async fn end(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Accepted>, ApiError> {
+    let (bot_id, conversation) = authenticate_visitor(&app, path, &headers)?;
+    let event_id = new_event_id()?;
+    publish_visitor(&app, bot_id, conversation, event_id, Input::VisitorEnd).await
+}
+
+/// Widget token for the path's conversation, then the bot's widget rate limit.
+/// An undecodable path cannot match any token, so it is a `401` too.
+fn authenticate_visitor(
+    app: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+) -> Result<(BotId, ConversationId), ApiError> {
+    let Ok(Path(raw)) = path else { return Err(ApiError::Unauthorized) };
+    let (bot_id, conversation) =
+        authenticate_widget(app.settings(), app.tokens(), headers, &raw, Utc::now())?;
+    let span = Span::current();
+    span.record("bot_id", bot_id.as_str());
+    span.record("conversation_id", conversation.as_str());
+    app.check_rate(bot_id.as_str(), Scope::Widget)?;
+    Ok((bot_id, conversation))
+}
+
+async fn publish_visitor(
+    app: &AppState,
+    bot_id: BotId,
+    conversation_id: ConversationId,
+    event_id: EventId,
+    input: Input,
+) -> Result<Json<Accepted>, ApiError> {
+    Span::current().record("event_id", event_id.as_str());
+    let envelope = Envelope {
+        bot_id,
+        conversation_id,
+        received_at: Utc::now(),
+        command: Command { event_id: event_id.clone(), input },
+    };
+    app.publish(&envelope).await?;
+    Ok(Json(Accepted::new(event_id)))
+}
+
+/// The `{id}` of the path as a conversation id; problems go to `errors`
+/// under `conversationId`.
+fn conversation_from_path(
+    path: Result<Path<String>, PathRejection>,
+    errors: &mut ValidationErrors,
+) -> Option<ConversationId> {
+    const FIELD: &str = "conversationId";
+    match path {
+        Ok(Path(raw)) => match ConversationId::parse(raw) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                errors.push(
+                    FIELD,
+                    e.code(),
+                    format!("the conversation id in the path {e} (1–128 characters)"),
+                );
+                None
+            }
+        },
+        Err(rejection) => {
+            errors.push(
+                FIELD,
+                FieldCode::InvalidFormat,
+                format!("the conversation id in the path: {rejection}"),
+            );
+            None
+        }
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
