@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Widget escalations: relay between a chatbot's widget and a contact centre's agents.
 #[derive(Debug, Parser)]
@@ -36,6 +36,18 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<TopologyAction>,
     },
+    /// Webhook dead letters: list, show, replay, skip, purge.
+    Dlq {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Conversations: their timelines.
+    Conversations {
+        /// What to show.
+        #[command(subcommand)]
+        action: ConversationsAction,
+    },
     /// Settings: check them and print the effective values (secrets hidden).
     Config {
         /// check (default).
@@ -62,4 +74,93 @@ pub enum TopologyAction {
 pub enum ConfigAction {
     /// Load and validate; print every problem, or the effective settings.
     Check,
+}
+
+/// Which dead letters a `dlq` command applies to. Filters combine with AND.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DlqFilterArgs {
+    /// Only this bot's.
+    #[arg(long, value_name = "BOT")]
+    pub bot: Option<String>,
+    /// Only this conversation's (platformConversationId).
+    #[arg(long, value_name = "CONVERSATION")]
+    pub conversation: Option<String>,
+    /// Only those given up for this reason: final_status, out_of_budget or no_endpoint.
+    #[arg(long, value_name = "REASON")]
+    pub reason: Option<String>,
+    /// Dead-lettered at or after this time: RFC 3339 (2025-01-02T03:04:05Z) or a
+    /// duration ago (30m, 2h, 7d, 1h30m).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Dead-lettered before this time (same formats as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+/// `dlq` actions.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters, oldest first (a table, or JSON with --json).
+    List {
+        /// Which ones.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter (or any delivery): its payload and every attempt.
+    Show {
+        /// The delivery id (first column of `dlq list`).
+        id: i64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue dead letters with a fresh budget and the same webhook-id: one by id,
+    /// or every match of the filters (a dry run unless --yes), each conversation's in
+    /// sequence order.
+    Replay {
+        /// The delivery id; omit it to replay by filters.
+        id: Option<i64>,
+        /// Which ones, when no id is given.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Replay the matches (without it, only list what would be replayed).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Mark a dead letter skipped: kept in the history, never sent.
+    Skip {
+        /// The delivery id.
+        id: i64,
+    },
+    /// Delete the matching dead letters and their attempts. Needs --yes.
+    Purge {
+        /// Which ones.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `conversations` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConversationsAction {
+    /// A conversation's timeline: events with verdicts, transitions, widget events,
+    /// webhook deliveries and their attempts, in time order.
+    Show {
+        /// The bot id.
+        bot: String,
+        /// The platformConversationId.
+        conversation: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -1,6 +1,8 @@
 //! `escalations`: the one binary. Arguments → settings → telemetry → the command.
 
 mod cli;
+mod conversations;
+mod dlq;
 mod ops;
 mod shutdown;
 mod telemetry;
@@ -8,7 +10,7 @@ mod topology;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, ConfigAction};
+use cli::{Cli, Command, ConfigAction, ConversationsAction};
 use settings::Settings;
 use shutdown::shutdown_on_signal;
 
@@ -26,26 +28,45 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Topology { action } => topology::run(&settings, action).await,
         Command::Ingress => ingress::run(settings, shutdown_on_signal()).await,
-        Command::Worker => worker::run(settings, shutdown_on_signal()).await,
+        Command::Worker => {
+            let shutdown = shutdown_on_signal();
+            // The worker and the webhook dispatcher: whichever stops first stops the other.
+            let (worker, delivery) = tokio::join!(
+                stop_all_after(&shutdown, worker::run(settings.clone(), shutdown.clone())),
+                stop_all_after(&shutdown, delivery::run(settings.clone(), shutdown.clone())),
+            );
+            worker.and(delivery)
+        }
         Command::All => {
             let shutdown = shutdown_on_signal();
-            // Whichever stops first (failure or signal) stops the other.
-            let (ingress, worker) = tokio::join!(
-                async {
-                    let result = ingress::run(settings.clone(), shutdown.clone()).await;
-                    shutdown.cancel();
-                    result
-                },
-                async {
-                    let result = worker::run(settings.clone(), shutdown.clone()).await;
-                    shutdown.cancel();
-                    result
-                }
+            let (ingress, worker, delivery) = tokio::join!(
+                stop_all_after(&shutdown, ingress::run(settings.clone(), shutdown.clone())),
+                stop_all_after(&shutdown, worker::run(settings.clone(), shutdown.clone())),
+                stop_all_after(&shutdown, delivery::run(settings.clone(), shutdown.clone())),
             );
-            ingress.and(worker)
+            ingress.and(worker).and(delivery)
+        }
+        Command::Dlq { action } => {
+            let store = ops::connect_store(&settings)?;
+            dlq::run(&store, action, &mut std::io::stdout().lock()).await
+        }
+        Command::Conversations { action: ConversationsAction::Show { bot, conversation, json } } => {
+            let store = ops::connect_store(&settings)?;
+            conversations::show(&store, &bot, &conversation, json, &mut std::io::stdout().lock()).await
         }
         Command::Migrate => ops::migrate(&settings).await,
         Command::Shards => ops::shards(&settings).await,
         Command::Config { .. } => Ok(()),
     }
+}
+
+/// Runs `role`, then cancels `shutdown` however it ended, so one role
+/// stopping (failure or signal) stops the others.
+async fn stop_all_after(
+    shutdown: &tokio_util::sync::CancellationToken,
+    role: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = role.await;
+    shutdown.cancel();
+    result
 }

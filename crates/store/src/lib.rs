@@ -15,12 +15,16 @@
 //! - [`conversations`]: the state of each conversation.
 //! - [`events`]: the dedupe store and transition/rejection log.
 //! - [`deliveries`]: the widget stream and the webhook outbox.
+//! - [`outbox`]: the webhook dispatcher's claims and settlements.
+//! - [`dead_letters`]: dead letters (list, show, replay, skip, purge) and a
+//!   conversation's deliveries with their attempts.
 //! - [`timers`]: durable timers, claimed by pollers.
 //! - [`leases`]: workers and the shards they hold.
 //! - [`error`]: [`Error`] and [`Result`].
 
 mod codec;
 pub mod conversations;
+pub mod dead_letters;
 pub mod deliveries;
 pub mod error;
 pub mod events;
@@ -28,15 +32,18 @@ pub mod executor;
 pub mod key;
 pub mod leases;
 pub mod migrations;
+pub mod outbox;
 pub mod store;
 pub mod timers;
 
 pub use conversations::{StoredConversation, lock_conversations, save_conversations};
+pub use dead_letters::{AttemptRecord, DeadLetterChange, DeadLetterFilter, DeliveryRecord};
 pub use deliveries::{WebhookDeliveryRow, insert_webhook_deliveries, insert_widget_events};
 pub use error::{Error, Result};
 pub use events::{EventRecord, applied_event_ids, record_events};
 pub use executor::Executor;
 pub use key::ConvKey;
 pub use leases::Lease;
+pub use outbox::{ClaimedDelivery, DeadReason, NewAttempt, Settle};
 pub use store::Store;
 pub use timers::{DueTimer, claim_due_timers, delete_fired_timer, delete_timers, upsert_timers};

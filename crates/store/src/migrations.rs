@@ -8,7 +8,10 @@ use crate::error::Result;
 use crate::store::Store;
 
 /// The migrations, in order. `{schema}` stands for the quoted schema.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_webhook_delivery.sql"),
+];
 
 impl Store {
     /// Creates the schema if needed and applies the migrations it lacks, in

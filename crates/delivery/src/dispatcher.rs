@@ -1,0 +1,246 @@
+//! The dispatcher loop: every poll interval (or at once when woken) it claims
+//! the due deliveries each endpoint has room for and hands each to its own
+//! task ([`crate::attempt`]). Claims are per bot, bounded by the endpoint's
+//! free capacity, so a slow or failing endpoint only ever fills its own slots
+//! and never delays another's deliveries (SPEC §4).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use broker::{Publisher, PublisherConfig, Topology};
+use chrono::Utc;
+use settings::Settings;
+use store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::attempt::{self, error_chain};
+use crate::client::WebhookClient;
+use crate::error::Result;
+use crate::ssrf::AddressPolicy;
+use crate::targets::{ClaimGuard, RetryTuning, Target, build_targets};
+
+/// Deliveries of a bot without a webhook URL claimed per round (they are
+/// dead-lettered at once).
+const NO_ENDPOINT_BATCH: u32 = 32;
+/// The longest pause between rounds after database errors.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How the dispatcher runs; [`DispatcherConfig::default`] is production's.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Pause between claim rounds when nothing wakes it. Default 100 ms.
+    pub poll_interval: Duration,
+    /// How long a claim holds; `None`: twice the HTTP timeout plus 30 s.
+    pub lease: Option<Duration>,
+    /// Overrides of every bot's backoff (tests).
+    pub retry: RetryTuning,
+    /// Host names answered without DNS, still subject to the address guard (tests).
+    pub hosts: HashMap<String, Vec<IpAddr>>,
+    /// How long in-flight attempts get to finish at shutdown. Default: the
+    /// HTTP timeout plus 5 s.
+    pub shutdown_grace: Option<Duration>,
+    /// This dispatcher's name in `claimed_by`; `None`: generated.
+    pub claimer: Option<String>,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(100),
+            lease: None,
+            retry: RetryTuning::default(),
+            hosts: HashMap::new(),
+            shutdown_grace: None,
+            claimer: None,
+        }
+    }
+}
+
+/// What every delivery task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) client: WebhookClient,
+    pub(crate) publisher: Option<Arc<Publisher>>,
+    pub(crate) claimer: String,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Wakes the dispatcher for an immediate claim round (e.g. right after new
+/// deliveries were committed in the same process).
+#[derive(Debug, Clone)]
+pub struct Waker(Arc<Notify>);
+
+impl Waker {
+    /// Starts a claim round now instead of at the next poll.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The webhook dispatcher of one process. Several may run against one
+/// schema; claims keep them from sending a delivery twice.
+#[derive(Debug)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    targets: HashMap<String, Arc<Target>>,
+    poll_interval: Duration,
+    lease: Duration,
+    grace: Duration,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `settings.bots`, working on `store`, publishing
+    /// `escalateUndeliverable` through `publisher` (without one, a dead
+    /// `widgetEscalate` waits, retrying, until there is one).
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        publisher: Option<Arc<Publisher>>,
+        config: DispatcherConfig,
+    ) -> Result<Self> {
+        let webhooks = &settings.webhooks;
+        let timeout = Duration::from_secs(webhooks.timeout_secs.max(1));
+        let policy =
+            AddressPolicy { allow_loopback: webhooks.allow_loopback, allow_private: webhooks.allow_private };
+        let client = WebhookClient::new(timeout, policy, config.hosts.clone())?;
+        let claimer = config
+            .claimer
+            .clone()
+            .unwrap_or_else(|| format!("dispatcher-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let shared = Arc::new(Shared {
+            store,
+            client,
+            publisher,
+            claimer,
+            wake: Arc::new(Notify::new()),
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Self {
+            shared,
+            targets: build_targets(settings, &config.retry),
+            poll_interval: config.poll_interval,
+            lease: config.lease.unwrap_or(timeout * 2 + Duration::from_secs(30)),
+            grace: config.shutdown_grace.unwrap_or(timeout + Duration::from_secs(5)),
+        })
+    }
+
+    /// A handle that starts a claim round at once.
+    pub fn waker(&self) -> Waker {
+        Waker(self.shared.wake.clone())
+    }
+
+    /// Runs until `shutdown`: then stops claiming, hands back claims not yet
+    /// sent, and gives in-flight attempts the grace period to finish (their
+    /// leases expire otherwise, and they are sent again: at-least-once).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let tasks = TaskTracker::new();
+        let mut backoff = self.poll_interval;
+        info!(claimer = %self.shared.claimer, bots = self.targets.len(), "webhook dispatcher started");
+        loop {
+            let claimed = match self.claim_round(&tasks).await {
+                Ok(claimed) => {
+                    backoff = self.poll_interval;
+                    claimed
+                }
+                Err(error) => {
+                    warn!(error = %error_chain(&error), "claiming webhook deliveries failed");
+                    backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
+                    0
+                }
+            };
+            if claimed == 0 {
+                self.refresh_gauges();
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.shared.wake.notified() => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        info!("webhook dispatcher stopping");
+        self.shared.shutdown.cancel();
+        tasks.close();
+        if tokio::time::timeout(self.grace, tasks.wait()).await.is_err() {
+            warn!(
+                in_flight = tasks.len(),
+                "webhook attempts still running at shutdown; their leases will expire"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs in a task of its own; stop it by cancelling `shutdown`.
+    pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<Result<()>> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    /// One claim round; returns how many deliveries were claimed.
+    async fn claim_round(&self, tasks: &TaskTracker) -> Result<usize> {
+        let caps: Vec<(&str, u32)> = self
+            .targets
+            .values()
+            .map(|target| {
+                let cap = match &target.endpoint {
+                    Some((_, endpoint)) => endpoint.capacity(),
+                    None => NO_ENDPOINT_BATCH,
+                };
+                (target.bot_id.as_str(), cap)
+            })
+            .collect();
+        let claimed = self
+            .shared
+            .store
+            .claim_due_deliveries(&self.shared.claimer, &caps, Utc::now(), self.lease)
+            .await?;
+        let count = claimed.len();
+        for delivery in claimed {
+            let Some(target) = self.targets.get(delivery.key.bot_id.as_str()).cloned() else { continue };
+            let guard = match &target.endpoint {
+                Some((_, endpoint)) => endpoint.start(),
+                None => ClaimGuard::none(),
+            };
+            tasks.spawn(attempt::run(self.shared.clone(), target, delivery, guard));
+        }
+        Ok(count)
+    }
+
+    /// Half-open comes with time, not with an event: keep the gauge current.
+    fn refresh_gauges(&self) {
+        let now = Utc::now();
+        for target in self.targets.values() {
+            if let Some((_, endpoint)) = &target.endpoint {
+                endpoint.publish_state(endpoint.state(now));
+            }
+        }
+    }
+}
+
+/// Runs the webhook dispatcher of a worker process until `shutdown`: the
+/// configured database, a broker publisher for `escalateUndeliverable`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let db = &settings.database;
+    let store = Store::connect(&db.url, &db.schema, db.pool_size)
+        .with_context(|| format!("connecting to PostgreSQL at {}", settings::redact_url(&db.url)))?;
+    let b = &settings.broker;
+    let mut config =
+        PublisherConfig::new(b.url.clone(), Topology::new(b.prefix.clone(), b.shards, b.delivery_limit));
+    config.channels = 1;
+    config.confirm_timeout = Duration::from_millis(b.confirm_timeout_ms.max(1));
+    let publisher = Arc::new(Publisher::connect(config));
+    crate::metrics::describe_metrics();
+    let dispatcher = Dispatcher::new(&settings, store, Some(publisher.clone()), DispatcherConfig::default())
+        .context("starting the webhook dispatcher")?;
+    let result = dispatcher.run(shutdown).await;
+    publisher.shutdown().await;
+    result.context("webhook dispatcher")
+}

@@ -1,0 +1,54 @@
+//! The delivery engine's metrics (STYLE: bounded labels, never a
+//! conversation id).
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use domain::AttemptResult;
+
+use crate::breaker::State;
+
+/// Attempts, by `event_type` and `outcome` (see [`outcome_label`]).
+pub const ATTEMPTS_TOTAL: &str = "escalations_webhook_attempts_total";
+/// Deliveries dead-lettered, by `reason`.
+pub const DEAD_LETTERS_TOTAL: &str = "escalations_webhook_dead_letters_total";
+/// Time from sending an attempt to its response or failure.
+pub const LATENCY_SECONDS: &str = "escalations_webhook_latency_seconds";
+/// Breaker state of each bot's endpoint: 0 closed, 1 half-open, 2 open.
+pub const ENDPOINT_STATE: &str = "escalations_webhook_endpoint_state";
+
+/// Registers descriptions and units with the installed recorder.
+pub fn describe_metrics() {
+    describe_counter!(ATTEMPTS_TOTAL, "Webhook delivery attempts, by event type and outcome.");
+    describe_counter!(DEAD_LETTERS_TOTAL, "Webhook deliveries dead-lettered, by reason.");
+    describe_histogram!(LATENCY_SECONDS, Unit::Seconds, "Webhook attempt latency, to response or failure.");
+    describe_gauge!(ENDPOINT_STATE, "Circuit breaker of a bot's endpoint: 0 closed, 1 half-open, 2 open.");
+}
+
+/// `delivered`, `http_4xx`, `http_5xx`, `http_other`, `timeout`,
+/// `connect_error` or `refused`.
+pub fn outcome_label(result: AttemptResult) -> &'static str {
+    match result {
+        AttemptResult::Status { code: 200..=299, .. } => "delivered",
+        AttemptResult::Status { code: 400..=499, .. } => "http_4xx",
+        AttemptResult::Status { code: 500..=599, .. } => "http_5xx",
+        AttemptResult::Status { .. } => "http_other",
+        AttemptResult::Timeout => "timeout",
+        AttemptResult::ConnectError => "connect_error",
+        AttemptResult::Refused => "refused",
+    }
+}
+
+pub(crate) fn record_attempt(event_type: &str, result: AttemptResult, latency_secs: f64) {
+    // The event type comes from our own enum's four names: bounded.
+    counter!(ATTEMPTS_TOTAL, "event_type" => event_type.to_owned(), "outcome" => outcome_label(result))
+        .increment(1);
+    histogram!(LATENCY_SECONDS).record(latency_secs);
+}
+
+pub(crate) fn record_dead_letter(reason: &'static str) {
+    counter!(DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn set_endpoint_state(bot: &str, state: State) {
+    gauge!(ENDPOINT_STATE, "bot" => bot.to_owned()).set(state.gauge());
+}
