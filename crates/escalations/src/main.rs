@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, ConfigAction, ConversationsAction};
 use settings::Settings;
-use shutdown::shutdown_on_signal;
+use shutdown::{shutdown_on_signal, stop_all_after};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -58,15 +58,4 @@ async fn main() -> anyhow::Result<()> {
         Command::Shards => ops::shards(&settings).await,
         Command::Config { .. } => Ok(()),
     }
-}
-
-/// Runs `role`, then cancels `shutdown` however it ended, so one role
-/// stopping (failure or signal) stops the others.
-async fn stop_all_after(
-    shutdown: &tokio_util::sync::CancellationToken,
-    role: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let result = role.await;
-    shutdown.cancel();
-    result
 }

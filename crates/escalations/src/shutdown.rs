@@ -37,3 +37,14 @@ async fn wait_for_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+/// Runs `role`, then cancels `shutdown` however it ended, so one role
+/// stopping (failure or signal) stops the others.
+pub async fn stop_all_after(
+    shutdown: &CancellationToken,
+    role: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = role.await;
+    shutdown.cancel();
+    result
+}
