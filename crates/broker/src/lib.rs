@@ -9,17 +9,22 @@
 //! - [`publisher`]: [`Publisher`] keeps a connection with confirm-mode
 //!   channels alive in the background and publishes [`OutboundMessage`]s,
 //!   answering only once the broker confirmed, or failing fast when it can't.
+//! - [`consumer`]: [`ShardConsumer`] reads one shard queue on its own channel
+//!   (prefetch, manual acks) and yields typed [`Delivery`]s, with
+//!   ack-through-tag, reject to the dead letters, and a draining stop.
 //! - [`error`]: the crate's single [`Error`] type ([`PublishError`] is the
 //!   same type under the name the publishing API uses).
 //!
 //! Tests in `tests/` run against a real RabbitMQ (`AMQP_URL`, default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`).
 
+pub mod consumer;
 pub mod error;
 pub mod publisher;
 pub mod shard;
 pub mod topology;
 
+pub use consumer::{Delivery, ShardConsumer};
 pub use error::{Error, PublishError, Result};
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};
 pub use shard::shard_for;

@@ -1,0 +1,126 @@
+//! One batch of one shard's deliveries → one PostgreSQL transaction.
+//!
+//! The deliveries arrive in broker order, which is the order the ingress got
+//! its confirms (SPEC §6). For each envelope, in that order: skip it if its
+//! event id is already recorded (a redelivery), else run the pure state
+//! machine on the conversation's state and collect the effects. Then write
+//! states, the event log, the widget stream, the webhook outbox and the
+//! timers with one set-based statement each, and commit. The caller acks only
+//! after the commit, so a crash anywhere before it redelivers the whole batch,
+//! and the dedupe check makes the replay a no-op for what was committed.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use domain::machine::{Conversation, Effect, TimerKind};
+use domain::webhook::WebhookEnvelope;
+use domain::widget::WidgetEnvelope;
+use domain::{Context, Envelope, EscalationId, EventId, Verdict, step};
+use store::{ConvKey, EventRecord, Store};
+
+use crate::bots::BotRules;
+
+/// What happened to each envelope of a batch, in order.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// One verdict per envelope; `Duplicate` for a redelivery.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// A timer's last word in a batch: armed for an escalation at a deadline,
+/// or disarmed (`None`).
+type TimerWrite = Option<(EscalationId, DateTime<Utc>)>;
+
+/// Everything one batch writes.
+#[derive(Default)]
+struct Writes {
+    states: Vec<(ConvKey, Conversation)>,
+    events: Vec<EventRecord>,
+    widget: Vec<(ConvKey, WidgetEnvelope)>,
+    webhooks: Vec<(ConvKey, WebhookEnvelope)>,
+    /// The last word per (conversation, timer).
+    timers: HashMap<(ConvKey, TimerKind), TimerWrite>,
+}
+
+/// Applies `batch` in one transaction and commits it. On error nothing is
+/// committed and the caller must not ack.
+#[tracing::instrument(skip_all, fields(batch = batch.len()))]
+pub async fn apply_batch(
+    store: &Store,
+    rules: &BotRules,
+    batch: &[Envelope],
+    now: DateTime<Utc>,
+) -> store::Result<BatchOutcome> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(store::Error::Db)?;
+
+    let mut keys: Vec<ConvKey> = batch.iter().map(ConvKey::from).collect();
+    keys.sort();
+    keys.dedup();
+    let mut states = store::lock_conversations(&tx, &keys).await?;
+    let ids: Vec<(ConvKey, EventId)> =
+        batch.iter().map(|e| (ConvKey::from(e), e.command.event_id.clone())).collect();
+    let recorded = store::applied_event_ids(&tx, &ids).await?;
+
+    let mut writes = Writes::default();
+    let mut outcome = BatchOutcome::default();
+    let mut seen: HashSet<(ConvKey, EventId)> = HashSet::new();
+    let mut changed: Vec<ConvKey> = Vec::new();
+    for (envelope, id) in batch.iter().zip(ids) {
+        if recorded.contains(&id) || !seen.insert(id.clone()) {
+            outcome.verdicts.push(Verdict::Duplicate);
+            continue;
+        }
+        let (key, event_id) = id;
+        let state = states.entry(key.clone()).or_default();
+        let phase_before = state.phase();
+        let bot_rules = rules.rules_for(&envelope.bot_id);
+        let transition = step(state, &envelope.command, &Context { now, rules: bot_rules });
+        for effect in transition.effects {
+            match effect {
+                Effect::Widget(w) => writes.widget.push((key.clone(), w)),
+                Effect::Webhook(w) => writes.webhooks.push((key.clone(), w)),
+                Effect::SetTimer { escalation_id, kind, at } => {
+                    writes.timers.insert((key.clone(), kind), Some((escalation_id, at)));
+                }
+                Effect::CancelTimer { kind, .. } => {
+                    writes.timers.insert((key.clone(), kind), None);
+                }
+            }
+        }
+        writes.events.push(EventRecord {
+            key: key.clone(),
+            event_id,
+            event_type: envelope.event_type().to_owned(),
+            verdict: transition.verdict,
+            phase_before,
+            phase_after: transition.next.phase(),
+            received_at: envelope.received_at,
+            applied_at: now,
+        });
+        outcome.verdicts.push(transition.verdict);
+        *state = transition.next;
+        changed.push(key);
+    }
+    changed.sort();
+    changed.dedup();
+    writes.states =
+        changed.into_iter().filter_map(|key| states.remove(&key).map(|state| (key, state))).collect();
+
+    let mut armed = Vec::new();
+    let mut disarmed = Vec::new();
+    for ((key, kind), last) in writes.timers {
+        match last {
+            Some((escalation_id, at)) => armed.push((key, escalation_id, kind, at)),
+            None => disarmed.push((key, kind)),
+        }
+    }
+    store::save_conversations(&tx, &writes.states, now).await?;
+    store::record_events(&tx, &writes.events).await?;
+    store::insert_widget_events(&tx, &writes.widget).await?;
+    store::insert_webhook_deliveries(&tx, &writes.webhooks, now).await?;
+    store::delete_timers(&tx, &disarmed).await?;
+    store::upsert_timers(&tx, &armed).await?;
+    tx.commit().await.map_err(store::Error::Db)?;
+    Ok(outcome)
+}

@@ -1,0 +1,236 @@
+//! One batch of a shard's deliveries: decode → apply and commit → ack.
+//!
+//! Every failure is classified once (STYLE, "Errors"):
+//! - an undecodable body is poison: rejected at once, so the queue
+//!   dead-letters it, and the rest of the batch goes on;
+//! - a transient store error (connection, pool, serialization, shutdown)
+//!   retries the same batch with backoff, never acking and never dropping;
+//! - any other store error is deterministic for some envelope of the batch,
+//!   so the batch is applied again one envelope at a time and only the ones
+//!   that fail alone are dead-lettered.
+//!
+//! Acks come strictly after the commit they cover, so a crash anywhere
+//! redelivers work whose effects may already be committed, and the batch's
+//! dedupe on recorded event ids turns that replay into `duplicate`s.
+
+use std::time::{Duration, Instant};
+
+use broker::{Delivery, ShardConsumer};
+use chrono::{DateTime, Utc};
+use domain::{Envelope, Input, Verdict};
+use metrics::{counter, histogram};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use crate::batch::{BatchOutcome, apply_batch};
+use crate::error::{Result, chain};
+use crate::metrics::{BATCH_SIZE, COMMIT_SECONDS, DEAD_LETTERED_TOTAL, EVENTS_TOTAL, STORE_RETRIES_TOTAL};
+use crate::worker::Context;
+
+/// How a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Every delivery was committed and acked, or dead-lettered.
+    Done,
+    /// The shard was told to stop at once while retrying: nothing of the
+    /// unsettled rest was acked; it goes back to the queue with the channel.
+    Abandoned,
+}
+
+/// Decodes, applies and settles `deliveries` (in broker order) of `consumer`.
+/// `abort` ends store retries early (the shard is being stopped at once).
+///
+/// # Errors
+///
+/// Only broker errors (an ack or reject that could not be sent): the channel
+/// is gone and the unsettled deliveries will be redelivered.
+#[tracing::instrument(level = "debug", skip_all, fields(deliveries = deliveries.len()))]
+pub(crate) async fn settle_batch(
+    ctx: &Context,
+    consumer: &ShardConsumer,
+    deliveries: Vec<Delivery>,
+    abort: &CancellationToken,
+) -> Result<Settled> {
+    let mut tags = Vec::with_capacity(deliveries.len());
+    let mut envelopes = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match Envelope::from_bytes(&delivery.body) {
+            Ok(envelope) => {
+                tags.push(delivery.tag);
+                envelopes.push(envelope);
+            }
+            Err(problem) => {
+                error!(
+                    tag = delivery.tag,
+                    message_id = delivery.message_id.as_deref().unwrap_or("-"),
+                    reason = "undecodable",
+                    error = %problem,
+                    "poison message dead-lettered: its body is not an envelope"
+                );
+                consumer.reject(delivery.tag).await?;
+                counter!(DEAD_LETTERED_TOTAL, "reason" => "undecodable").increment(1);
+            }
+        }
+    }
+    let Some(&last_tag) = tags.last() else { return Ok(Settled::Done) };
+
+    match apply_with_retries(ctx, &envelopes, abort).await {
+        Applied::Committed => {
+            consumer.ack_through(last_tag).await?;
+            Ok(Settled::Done)
+        }
+        Applied::Aborted => Ok(Settled::Abandoned),
+        Applied::Refused(problem) => {
+            warn!(
+                batch = envelopes.len(),
+                error = %problem,
+                "the store refused the batch with a permanent error; applying its events one by one"
+            );
+            apply_one_by_one(ctx, consumer, &tags, &envelopes, abort).await
+        }
+    }
+}
+
+/// What became of one apply.
+enum Applied {
+    Committed,
+    Aborted,
+    /// A permanent error, rendered with its sources.
+    Refused(String),
+}
+
+/// Applies `envelopes` in one transaction, retrying transient store errors
+/// with backoff until it commits, fails permanently, or `abort` fires.
+async fn apply_with_retries(ctx: &Context, envelopes: &[Envelope], abort: &CancellationToken) -> Applied {
+    let mut attempt: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let outcome = apply_batch(&ctx.store, &ctx.rules, envelopes, batch_now(envelopes)).await;
+        match outcome {
+            Ok(outcome) => {
+                histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+                record_verdicts(envelopes.len(), &outcome);
+                return Applied::Committed;
+            }
+            Err(problem) if problem.is_transient() => {
+                attempt = attempt.saturating_add(1);
+                let delay = backoff(ctx, attempt);
+                counter!(STORE_RETRIES_TOTAL).increment(1);
+                warn!(
+                    attempt,
+                    batch = envelopes.len(),
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error = %chain(&problem),
+                    "store unavailable; retrying the batch (nothing acked)"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = abort.cancelled() => return Applied::Aborted,
+                }
+            }
+            Err(problem) => return Applied::Refused(chain(&problem)),
+        }
+    }
+}
+
+/// The fallback after a permanent error: each envelope alone, in order. The
+/// ones that still fail alone are dead-lettered; the others are acked.
+async fn apply_one_by_one(
+    ctx: &Context,
+    consumer: &ShardConsumer,
+    tags: &[u64],
+    envelopes: &[Envelope],
+    abort: &CancellationToken,
+) -> Result<Settled> {
+    let mut committed_through = None;
+    for (tag, envelope) in tags.iter().zip(envelopes) {
+        match apply_with_retries(ctx, std::slice::from_ref(envelope), abort).await {
+            Applied::Committed => committed_through = Some(*tag),
+            Applied::Aborted => {
+                // Ack what was committed so it is not redelivered needlessly.
+                if let Some(tag) = committed_through {
+                    consumer.ack_through(tag).await?;
+                }
+                return Ok(Settled::Abandoned);
+            }
+            Applied::Refused(problem) => {
+                error!(
+                    tag,
+                    event_id = envelope.command.event_id.as_str(),
+                    event_type = envelope.event_type(),
+                    bot_id = envelope.bot_id.as_str(),
+                    conversation_id = envelope.conversation_id.as_str(),
+                    reason = "store_rejected",
+                    error = %problem,
+                    "event dead-lettered: the store refuses to record it"
+                );
+                consumer.reject(*tag).await?;
+                counter!(DEAD_LETTERED_TOTAL, "reason" => "store_rejected").increment(1);
+            }
+        }
+    }
+    // Rejected tags are no longer outstanding, so acking through the last
+    // committed one settles exactly the committed ones.
+    if let Some(tag) = committed_through {
+        consumer.ack_through(tag).await?;
+    }
+    Ok(Settled::Done)
+}
+
+/// The time the state machine sees for a batch: the clock, but never before
+/// the moment a fired timer in the batch was claimed (its `received_at`).
+/// Otherwise a worker whose clock lags the poller's would judge the timer
+/// not yet due and ignore it, and it would never fire (the poller already
+/// deleted it).
+fn batch_now(envelopes: &[Envelope]) -> DateTime<Utc> {
+    envelopes
+        .iter()
+        .filter(|envelope| matches!(envelope.command.input, Input::TimerFired { .. }))
+        .map(|envelope| envelope.received_at)
+        .fold(Utc::now(), DateTime::max)
+}
+
+fn backoff(ctx: &Context, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+    ctx.config.retry_delay_min.saturating_mul(factor).min(ctx.config.retry_delay_max)
+}
+
+fn record_verdicts(size: usize, outcome: &BatchOutcome) {
+    histogram!(BATCH_SIZE).record(f64::from(u32::try_from(size).unwrap_or(u32::MAX)));
+    for verdict in &outcome.verdicts {
+        let label = match verdict {
+            Verdict::Applied => "applied",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Ignored => "ignored",
+            Verdict::Rejected(_) => "rejected",
+        };
+        counter!(EVENTS_TOTAL, "verdict" => label).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{BotId, Command, ConversationId, EscalationId, EventId, TimerKind};
+
+    fn envelope(input: Input, received_at: DateTime<Utc>) -> Envelope {
+        Envelope {
+            bot_id: BotId::parse("bot").expect("id"),
+            conversation_id: ConversationId::parse("c").expect("id"),
+            received_at,
+            command: Command { event_id: EventId::parse("e").expect("id"), input },
+        }
+    }
+
+    #[test]
+    fn batch_now_never_precedes_a_fired_timer() {
+        let ahead = Utc::now() + chrono::TimeDelta::seconds(60);
+        let timer = Input::TimerFired {
+            escalation_id: EscalationId::parse("x").expect("id"),
+            kind: TimerKind::NoResponse,
+        };
+        assert_eq!(batch_now(&[envelope(Input::VisitorEnd, Utc::now()), envelope(timer, ahead)]), ahead);
+        // Other inputs' stamps come from the ingress and do not move the clock.
+        assert!(batch_now(&[envelope(Input::VisitorEnd, ahead)]) < ahead);
+    }
+}

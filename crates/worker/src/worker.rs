@@ -1,0 +1,203 @@
+//! Starting and stopping a worker: [`Worker::start`] → [`WorkerHandle`], and
+//! [`run`] for the binary.
+//!
+//! A worker is three kinds of task over one [`Context`]: the lease loop
+//! (which starts and stops one shard task per held shard) and the timer
+//! poller. Stopping cancels one token; the lease loop then drains its shards
+//! within the deadline, releases its leases and deregisters.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use broker::{Publisher, PublisherConfig, Topology};
+use settings::Settings;
+use store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error_span, info};
+
+use crate::bots::BotRules;
+use crate::config::WorkerConfig;
+use crate::connection::Amqp;
+use crate::error::Result;
+use crate::leases::run_leases;
+use crate::timers::run_timers;
+
+/// What every task of one worker shares.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) config: WorkerConfig,
+    /// For the shard tasks' batches.
+    pub(crate) store: Store,
+    /// For the lease loop and the timer poller: a pool of their own, so busy
+    /// shards can never delay a lease renewal past its expiry.
+    pub(crate) control: Store,
+    pub(crate) rules: BotRules,
+    pub(crate) topology: Topology,
+    pub(crate) prefetch: u16,
+    pub(crate) amqp: Amqp,
+}
+
+/// Starts workers; see [`Worker::start`].
+#[derive(Debug)]
+pub struct Worker;
+
+impl Worker {
+    /// Starts a worker with `settings` (broker, database, bots) and `config`
+    /// (its own knobs), in the background, and returns its handle.
+    ///
+    /// The database must be migrated. Start-up only checks that the database
+    /// answers (and creates the shard lease rows); the broker may be down:
+    /// shards connect, and reconnect, on their own.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] for invalid knobs, [`crate::Error::Store`] if
+    /// the database cannot be reached or is not migrated.
+    pub async fn start(settings: &Settings, config: WorkerConfig) -> Result<WorkerHandle> {
+        config.validate()?;
+        let broker = &settings.broker;
+        let database = &settings.database;
+        let store = Store::connect(&database.url, &database.schema, database.pool_size)?;
+        let control = Store::connect(&database.url, &database.schema, 2)?;
+        control.ensure_shards(broker.shards).await?;
+        let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit);
+        let amqp = Amqp::new(&broker.url, topology.clone(), &config.worker_id);
+        let ctx = Arc::new(Context {
+            rules: BotRules::from_settings(settings),
+            prefetch: broker.prefetch,
+            config,
+            store,
+            control,
+            topology: topology.clone(),
+            amqp,
+        });
+        let mut publisher_config = PublisherConfig::new(broker.url.clone(), topology);
+        // Timers are few and need no wide fan-out of confirm channels.
+        publisher_config.channels = broker.publish_channels.clamp(1, 2);
+        publisher_config.confirm_timeout = std::time::Duration::from_millis(broker.confirm_timeout_ms);
+        let publisher = Arc::new(Publisher::connect(publisher_config));
+
+        let shutdown = CancellationToken::new();
+        let (held_tx, held) = watch::channel(Vec::new());
+        let id = ctx.config.worker_id.clone();
+        // Error level, so every line of this worker names it under any filter.
+        let span = error_span!("worker", worker_id = %id);
+        info!(parent: &span, shards = ctx.topology.shards, "worker starting");
+        let task = tokio::spawn(supervise(ctx, publisher, shutdown.clone(), held_tx).instrument(span));
+        Ok(WorkerHandle { id, shutdown, held, task: Some(task) })
+    }
+}
+
+async fn supervise(
+    ctx: Arc<Context>,
+    publisher: Arc<Publisher>,
+    shutdown: CancellationToken,
+    held: watch::Sender<Vec<u16>>,
+) -> Result<()> {
+    let timers_stop = shutdown.child_token();
+    let timers =
+        tokio::spawn(run_timers(ctx.clone(), publisher.clone(), timers_stop.clone()).in_current_span());
+    let leases = run_leases(ctx.clone(), shutdown.clone(), held).await;
+    timers_stop.cancel();
+    let timers = timers.await;
+    publisher.shutdown().await;
+    ctx.amqp.close().await;
+    info!("worker stopped");
+    timers?;
+    leases
+}
+
+/// A running worker. Dropping it does not stop the worker; call
+/// [`WorkerHandle::stop`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    id: String,
+    shutdown: CancellationToken,
+    held: watch::Receiver<Vec<u16>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl WorkerHandle {
+    /// The worker's id (as in the `workers` and `shard_leases` tables).
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The shards the worker consumes right now (held, not being handed
+    /// back), sorted.
+    #[must_use]
+    pub fn shards(&self) -> Vec<u16> {
+        self.held.borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`WorkerHandle::shards`].
+    #[must_use]
+    pub fn watch_shards(&self) -> watch::Receiver<Vec<u16>> {
+        self.held.clone()
+    }
+
+    /// Graceful stop: stop consuming, finish in-flight work within the drain
+    /// deadline (the rest stays unacked and is redelivered), release the
+    /// leases, deregister. Returns once everything is closed.
+    ///
+    /// # Errors
+    ///
+    /// The error a worker task ended with, if any.
+    pub async fn stop(mut self) -> Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the worker ends (after [`WorkerHandle::stop`], or on its
+    /// own on a fatal error). Cancel-safe; returns at once if already awaited.
+    ///
+    /// # Errors
+    ///
+    /// The error a worker task ended with, if any.
+    pub async fn wait(&mut self) -> Result<()> {
+        match self.task.as_mut() {
+            Some(task) => {
+                let outcome = task.await;
+                self.task = None;
+                outcome?
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs a worker until `shutdown` is cancelled, with `settings` and the
+/// worker knobs of [`WorkerConfig::from_env`] (defaults unless
+/// `ESCALATIONS_WORKER_*` variables are set).
+///
+/// # Errors
+///
+/// Invalid knobs, a database that cannot be reached at start-up, or a worker
+/// task that failed.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = WorkerConfig::from_env().context("reading the ESCALATIONS_WORKER_* variables")?;
+    run_with(&settings, config, shutdown).await
+}
+
+/// [`run`] with explicit worker knobs.
+///
+/// # Errors
+///
+/// As for [`run`].
+pub async fn run_with(
+    settings: &Settings,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut handle = Worker::start(settings, config).await.context("starting the worker")?;
+    tokio::select! {
+        () = shutdown.cancelled() => {
+            info!("shutdown requested; draining shards");
+            handle.stop().await.context("stopping the worker")
+        }
+        ended = handle.wait() => ended.context("the worker stopped on its own"),
+    }
+}
