@@ -20,6 +20,12 @@ pub fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).expect("valid time")
 }
 
+impl Default for Sim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Sim {
     pub fn new() -> Self {
         Self { state: Conversation::default(), now: t0(), rules: Rules::default(), counter: 0 }
