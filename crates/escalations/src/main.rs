@@ -38,6 +38,9 @@ async fn main() -> anyhow::Result<()> {
             worker.and(delivery)
         }
         Command::All => {
+            // The all-in-one mode is for development and small sites: bring the
+            // schema up to date first, as `escalations migrate` would.
+            ops::migrate(&settings).await?;
             let shutdown = shutdown_on_signal();
             let (ingress, worker, delivery) = tokio::join!(
                 stop_all_after(&shutdown, ingress::run(settings.clone(), shutdown.clone())),
