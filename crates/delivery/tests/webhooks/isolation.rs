@@ -1,5 +1,5 @@
-//! One bot's endpoint fails (500s, slowly) for 20 s — SPEC's "a minute"
-//! shortened to keep the suite fast — while another bot's deliveries keep
+//! One bot's endpoint fails (500s, slowly) for a minute, as the issue asks,
+//! while another bot's deliveries keep
 //! their normal latency; the failing endpoint is probed, not hammered, and
 //! gets everything in order once it recovers.
 
@@ -11,7 +11,7 @@ use crate::support::{
     Receiver, Reply, bot, eventually, fast_config, insert, key, message, secret, settings, start, with_store,
 };
 
-const OUTAGE: Duration = Duration::from_secs(20);
+const OUTAGE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_failing_endpoint_never_delays_another() {
@@ -32,6 +32,8 @@ async fn a_failing_endpoint_never_delays_another() {
         ]);
         settings.webhooks.breaker_failures = 5;
         settings.webhooks.breaker_cooldown_secs = 2;
+        // The backlog must outlive the outage, so its budget is longer than it.
+        settings.defaults.delivery_budget_secs = 600;
         let running = start(&settings, &store, None, fast_config());
 
         // A backlog for the failing bot: 100 conversations, 3 webhooks each.
@@ -74,10 +76,11 @@ async fn a_failing_endpoint_never_delays_another() {
         assert_eq!(healthy.count(), n, "the healthy endpoint got each webhook once");
 
         // The breaker kept the failing endpoint from being hammered: without it
-        // 8 concurrent requests every 300 ms would be ~500 in 20 s.
+        // 8 concurrent requests every 300 ms would be ~1,600 in 60 s; with a
+        // 2 s cooldown the breaker lets through about one probe per cooldown.
         let during_outage = failing.received().iter().filter(|r| r.status == 500).count();
         println!("failing endpoint: {during_outage} attempts during the outage");
-        assert!((5..=60).contains(&during_outage), "{during_outage} attempts during the outage");
+        assert!((5..=180).contains(&during_outage), "{during_outage} attempts during the outage");
 
         // It recovers: everything arrives, each conversation in order.
         eventually(Duration::from_secs(30), "backlog delivered", || async { failing.acked().len() == 300 })
