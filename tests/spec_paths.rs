@@ -244,3 +244,122 @@ async fn the_no_response_timer_fails_an_unanswered_escalation() {
     assert_eq!(sys.store.widget_events(&key, 0).await.expect("widget").len(), 2, "fired once");
     sys.stop().await;
 }
+
+/// The cells of SPEC §5 not walked above, each on its own conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_cells_of_the_table_end_to_end() {
+    let sys = System::start_with(", max_held_messages = 2").await;
+    let ev = |t: &str, c: &str| json!({"eventType": t, "platformConversationId": c});
+    // queued × failed, requested × disconnect, queued × disconnect
+    sys.escalate("q-failed").await;
+    sys.agent(ev("escalationQueueUpdate", "q-failed")).await;
+    sys.agent(ev("escalationFailed", "q-failed")).await;
+    sys.escalate("r-disc").await;
+    sys.agent(ev("agentDisconnect", "r-disc")).await;
+    sys.escalate("q-disc").await;
+    sys.agent(ev("escalationQueueUpdate", "q-disc")).await;
+    sys.agent(ev("agentDisconnect", "q-disc")).await;
+    // connected × same agent (duplicate), connected × failed
+    sys.escalate("c-failed").await;
+    sys.agent(
+        json!({"eventType": "escalationSuccess", "platformConversationId": "c-failed", "agent": "Ann"}),
+    )
+    .await;
+    sys.agent(
+        json!({"eventType": "escalationSuccess", "platformConversationId": "c-failed", "agent": "Ann"}),
+    )
+    .await;
+    sys.agent(ev("escalationFailed", "c-failed")).await;
+    // visitor: held messages are bounded; end before connect cancels; then nothing is live
+    let (_, token) = sys.escalate("v-end").await;
+    for text in ["one", "two", "three"] {
+        assert_eq!(sys.visitor("v-end", &token, text).await, 200, "accepted; the worker decides");
+    }
+    assert_eq!(sys.visitor_end("v-end", &token).await, 200);
+    assert_eq!(sys.visitor("v-end", &token, "after the end").await, 200);
+
+    let outcome = |events: &[store::EventRecord]| events.last().map(|e| e.phase_after);
+    for (conv, count) in [("q-failed", 3), ("r-disc", 2), ("q-disc", 3), ("c-failed", 4)] {
+        let events = sys.wait_events(conv, count).await;
+        assert_eq!(outcome(&events), Some(Phase::Idle), "{conv} ended");
+    }
+    let ended = |conv: &'static str| {
+        let sys = &sys;
+        async move {
+            let row = sys.store.conversation(&sys.key(conv)).await.expect("q").expect("row");
+            let o = row.state.escalation.and_then(|e| e.outcome).expect("outcome");
+            (o.kind, o.reason)
+        }
+    };
+    assert_eq!(ended("q-failed").await, (OutcomeKind::Failed, EndReason::EscalationFailed));
+    assert_eq!(ended("r-disc").await, (OutcomeKind::Failed, EndReason::DisconnectedBeforeConnect));
+    assert_eq!(ended("q-disc").await, (OutcomeKind::Failed, EndReason::DisconnectedBeforeConnect));
+    assert_eq!(ended("c-failed").await, (OutcomeKind::Ended, EndReason::FailedAfterConnect));
+    let c_failed = sys.wait_events("c-failed", 4).await;
+    assert_eq!(verdicts(&c_failed)[2], ("escalationSuccess".to_owned(), "duplicate".to_owned()));
+
+    let v_end = sys.wait_events("v-end", 6).await;
+    assert_eq!(
+        verdicts(&v_end),
+        [
+            ("escalate", "applied"),
+            ("visitorMessage", "applied"),
+            ("visitorMessage", "applied"),
+            ("visitorMessage", "rejected:held_messages_full"),
+            ("visitorEnd", "applied"),
+            ("visitorMessage", "rejected:no_active_escalation"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert_eq!(ended("v-end").await, (OutcomeKind::Cancelled, EndReason::VisitorEnded));
+    let webhooks = sys.store.webhook_deliveries_of(&sys.key("v-end")).await.expect("deliveries");
+    let types: Vec<&str> = webhooks.iter().map(|d| d.event_type.as_str()).collect();
+    assert_eq!(types, ["widgetEscalate", "widgetEndSession"], "held messages are dropped, never sent");
+    sys.stop().await;
+}
+
+/// The queue, idle and TTL timers, with short per-bot overrides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_idle_and_ttl_timers_end_to_end() {
+    let sys = System::start_with(", queue_timeout_secs = 1, idle_timeout_secs = 2, ttl_secs = 4").await;
+    let ev = |t: &str, c: &str| json!({"eventType": t, "platformConversationId": c});
+    sys.escalate("t-queue").await;
+    sys.agent(ev("escalationQueueUpdate", "t-queue")).await;
+    sys.escalate("t-idle").await;
+    sys.agent(ev("escalationSuccess", "t-idle")).await;
+    sys.escalate("t-ttl").await;
+    sys.agent(ev("escalationSuccess", "t-ttl")).await;
+    // Keep t-ttl busy so its idle timer keeps moving; only the TTL can end it.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(5500) {
+        sys.agent(json!({"eventType": "message", "platformConversationId": "t-ttl", "text": "still here"}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (conv, reason) in [
+        ("t-queue", EndReason::QueueTimeout),
+        ("t-idle", EndReason::IdleTimeout),
+        ("t-ttl", EndReason::TtlExpired),
+    ] {
+        let key = sys.key(conv);
+        let widget = eventually(&format!("{conv} ended"), Duration::from_secs(20), || async {
+            let w = sys.store.widget_events(&key, 0).await.expect("widget");
+            w.iter().any(|e| e.event.is_terminal()).then_some(w)
+        })
+        .await;
+        let ends: Vec<&WidgetEvent> = widget.iter().map(|w| &w.event).filter(|e| e.is_terminal()).collect();
+        assert_eq!(ends, [&WidgetEvent::SessionEnded { reason }], "{conv}: one ending, the right one");
+        let webhooks = sys.store.webhook_deliveries_of(&key).await.expect("deliveries");
+        let end_sessions: Vec<&Value> = webhooks
+            .iter()
+            .filter(|d| d.event_type == "widgetEndSession")
+            .map(|d| &d.payload["reason"])
+            .collect();
+        assert_eq!(
+            end_sessions,
+            [&serde_json::to_value(reason).expect("reason")],
+            "{conv}: the bot is told once"
+        );
+    }
+    sys.stop().await;
+}
