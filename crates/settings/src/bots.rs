@@ -211,30 +211,8 @@ pub(crate) fn decode_webhook_secret(raw: &str) -> Result<Vec<u8>, WebhookSecretP
 }
 
 /// A bot's policy with overrides resolved: what the rest of the system acts on.
-/// Fields mean the same as in [`BotDefaults`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EffectiveBot {
-    /// See [`BotDefaults::no_response_timeout_secs`].
-    pub no_response_timeout_secs: u64,
-    /// See [`BotDefaults::queue_timeout_secs`].
-    pub queue_timeout_secs: u64,
-    /// See [`BotDefaults::idle_timeout_secs`].
-    pub idle_timeout_secs: u64,
-    /// See [`BotDefaults::ttl_secs`].
-    pub ttl_secs: u64,
-    /// See [`BotDefaults::max_held_messages`].
-    pub max_held_messages: u32,
-    /// See [`BotDefaults::escalate_budget_secs`].
-    pub escalate_budget_secs: u64,
-    /// See [`BotDefaults::delivery_budget_secs`].
-    pub delivery_budget_secs: u64,
-    /// See [`BotDefaults::rate_limit_per_sec`].
-    pub rate_limit_per_sec: u32,
-    /// See [`BotDefaults::rate_limit_burst`].
-    pub rate_limit_burst: u32,
-    /// See [`BotDefaults::event_rejected`].
-    pub event_rejected: bool,
-}
+/// The same shape as [`BotDefaults`], whose fields document each value.
+pub type EffectiveBot = BotDefaults;
 
 /// A `[[bots]]` entry as written, before validation turns it into a [`BotConfig`].
 /// Missing fields become empty so validation can name them all.

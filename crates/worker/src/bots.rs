@@ -21,15 +21,7 @@ impl BotRules {
             .iter()
             .map(|bot| (bot.id.clone(), bot.effective(&settings.defaults).rules()))
             .collect();
-        let fallback = settings::BotConfig {
-            id: String::new(),
-            api_keys: Vec::new(),
-            webhook_url: None,
-            webhook_secrets: Vec::new(),
-            overrides: settings::BotOverrides::default(),
-        }
-        .effective(&settings.defaults)
-        .rules();
+        let fallback = settings.defaults.rules();
         Self { by_bot, fallback }
     }
 
