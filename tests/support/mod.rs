@@ -1,6 +1,12 @@
 //! A whole system for one test: an ingress on a real socket, a worker, both on
 //! the real RabbitMQ and PostgreSQL under a queue prefix and a database schema
-//! of their own, removed again by [`System::stop`].
+//! of their own, removed again by [`System::stop`]. [`System::start_ingress`]
+//! adds more ingress instances on the same broker and database; [`sse`]
+//! reads widget streams.
+
+pub mod sse;
+
+pub use sse::{SseEvent, SseStream};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +25,10 @@ use worker::{Worker, WorkerConfig, WorkerHandle};
 pub const BOT: &str = "acme";
 /// `BOT`'s key.
 pub const KEY: &str = "acme-key-0123456789";
+/// A second bot, to check that one bot never sees another's data.
+pub const OTHER_BOT: &str = "globex";
+/// `OTHER_BOT`'s key.
+pub const OTHER_KEY: &str = "globex-key-0123456789";
 const TOKEN_SECRET: &str = "e2e-widget-token-secret-of-32-bytes-or-more";
 
 /// The settings of one test: fresh prefix and schema; `extra_bot` is TOML
@@ -44,6 +54,9 @@ pub fn settings(bot_overrides: &str) -> Settings {
         id = "{BOT}"
         api_keys = ["{KEY}"]
         overrides = {{ rate_limit_per_sec = 1000000, rate_limit_burst = 1000000 {bot_overrides} }}
+        [[bots]]
+        id = "{OTHER_BOT}"
+        api_keys = ["{OTHER_KEY}"]
         "#
     );
     Settings::from_sources(Some(&toml), Vec::<(String, String)>::new()).expect("valid test settings")
@@ -57,7 +70,7 @@ pub struct System {
     pub http: reqwest::Client,
     worker: Option<WorkerHandle>,
     ingress_stop: CancellationToken,
-    ingress: Option<tokio::task::JoinHandle<()>>,
+    ingress: Vec<tokio::task::JoinHandle<()>>,
     publisher: Arc<Publisher>,
 }
 
@@ -81,28 +94,64 @@ impl System {
         };
         let worker = Worker::start(&settings, config).await.expect("worker starts");
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let publisher = Arc::new(Publisher::connect(ingress::publisher_config(&settings)));
         assert!(publisher.wait_until_connected(Duration::from_secs(10)).await, "broker reachable");
-        let app = ingress::router(ingress::AppState::new(settings.clone(), publisher.clone()));
         let ingress_stop = CancellationToken::new();
-        let stop = ingress_stop.clone();
-        let ingress = tokio::spawn(async move {
-            ingress::serve(listener, app, Duration::from_secs(2), stop).await.expect("serve");
-        });
-        let system = Self {
+        let mut system = Self {
             settings,
             store,
-            base,
+            base: String::new(),
             http: reqwest::Client::new(),
             worker: Some(worker),
             ingress_stop,
-            ingress: Some(ingress),
+            ingress: Vec::new(),
             publisher,
         };
+        system.base = system.start_ingress().await;
         system.wait_for_shards().await;
         system
+    }
+
+    /// Starts one more ingress instance (its own socket and live queue) on
+    /// the same broker and database; returns its base URL.
+    pub async fn start_ingress(&mut self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let b = &self.settings.broker;
+        let hub = ingress::LiveHub::connect(&b.url, &b.prefix).await.expect("live hub");
+        let state = ingress::AppState::with_live(
+            self.settings.clone(),
+            self.publisher.clone(),
+            self.store.clone(),
+            hub,
+        );
+        let app = ingress::router(state);
+        let stop = self.ingress_stop.clone();
+        self.ingress.push(tokio::spawn(async move {
+            ingress::serve(listener, app, Duration::from_secs(2), stop).await.expect("serve");
+        }));
+        base
+    }
+
+    /// Opens the widget stream of `conversation` on the ingress at `base`,
+    /// resuming after `last_event_id`; the status if it is not a 200.
+    pub async fn stream(
+        &self,
+        base: &str,
+        conversation: &str,
+        token: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<SseStream, u16> {
+        let mut request =
+            self.http.get(format!("{base}/widget/v1/conversations/{conversation}/events")).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("request");
+        match response.status().as_u16() {
+            200 => Ok(SseStream::new(response)),
+            status => Err(status),
+        }
     }
 
     async fn wait_for_shards(&self) {
@@ -137,6 +186,17 @@ impl System {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
+        read(request.send().await.expect("request")).await
+    }
+
+    /// POSTs an agent event with `Prefer: wait=<secs>`; returns (status, body).
+    pub async fn agent_waiting(&self, body: Value, secs: u64) -> (u16, Value) {
+        let request = self
+            .http
+            .post(format!("{}/agent/converse/send-message-to-widget", self.base))
+            .header("Authorization", KEY)
+            .header("Prefer", format!("wait={secs}"))
+            .json(&body);
         read(request.send().await.expect("request")).await
     }
 
@@ -198,13 +258,25 @@ impl System {
         .await
     }
 
+    /// GETs `path` (from the root) with the API key `key`; returns (status, body).
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", key)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
     /// Stops everything and removes the test's queues and schema.
     pub async fn stop(mut self) {
         if let Some(worker) = self.worker.take() {
             worker.stop().await.expect("worker stops cleanly");
         }
         self.ingress_stop.cancel();
-        if let Some(ingress) = self.ingress.take() {
+        for ingress in self.ingress.drain(..) {
             let _ = ingress.await;
         }
         self.publisher.shutdown().await;
@@ -215,6 +287,10 @@ impl System {
             .delete(&channel)
             .await
             .expect("delete topology");
+        let live = broker::live_exchange(&b.prefix);
+        let _ = channel
+            .exchange_delete(live.as_str().into(), lapin::options::ExchangeDeleteOptions::default())
+            .await;
         let _ = connection.close(200, "bye".into()).await;
         self.store.drop_schema().await.expect("drop schema");
     }

@@ -12,6 +12,8 @@
 //! - [`consumer`]: [`ShardConsumer`] reads one shard queue on its own channel
 //!   (prefetch, manual acks) and yields typed [`Delivery`]s, with
 //!   ack-through-tag, reject to the dead letters, and a draining stop.
+//! - [`live`]: the live topic exchange (transient, unconfirmed fan-out of
+//!   committed widget events), its routing keys and publishing.
 //! - [`error`]: the crate's single [`Error`] type ([`PublishError`] is the
 //!   same type under the name the publishing API uses).
 //!
@@ -20,12 +22,14 @@
 
 pub mod consumer;
 pub mod error;
+pub mod live;
 pub mod publisher;
 pub mod shard;
 pub mod topology;
 
 pub use consumer::{Delivery, ShardConsumer};
 pub use error::{Error, PublishError, Result};
+pub use live::{declare_live, live_exchange, live_routing_key, publish_live};
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};
 pub use shard::shard_for;
 pub use topology::Topology;

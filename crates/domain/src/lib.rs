@@ -15,12 +15,14 @@
 //!   messages), validated like agent events.
 //! - [`webhook`]: outbound webhook payloads with the original envelope (SPEC §4).
 //! - [`machine`]: the escalation state machine of SPEC §5 as a pure function.
+//! - [`live`]: [`live::LiveUpdate`], a committed batch's news for live subscribers.
 //! - [`retry`]: webhook retry policy: backoff, jitter, `Retry-After`, budgets,
 //!   and the final/retryable classification of attempt outcomes.
 
 pub mod agent_event;
 pub mod envelope;
 pub mod ids;
+pub mod live;
 pub mod machine;
 pub mod retry;
 pub mod validation;

@@ -1,7 +1,9 @@
 //! [`AppState`], what every handler shares, and [`router`], the routes.
 //!
 //! Tests and benchmarks build the router in-process from any [`Settings`] and
-//! [`Publisher`]: `router(AppState::new(settings, publisher))`.
+//! [`Publisher`]: `router(AppState::new(settings, publisher))`. The query
+//! endpoints (SPEC §2) also need a [`Store`]: `AppState::with_store`. Only
+//! those read-side handlers use it; the write path never touches the database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +14,15 @@ use broker::{OutboundMessage, Publisher, shard_for};
 use domain::{Envelope, EventId};
 use metrics_exporter_prometheus::PrometheusHandle;
 use settings::Settings;
+use store::Store;
+
+use crate::live::LiveHub;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::metrics;
 use crate::rate_limit::{RateLimiter, Scope, retry_after_secs};
-use crate::routes::{agent, health, widget};
+use crate::routes::{agent, health, query, stream, widget};
 use crate::token::WidgetTokens;
 
 /// Shared, read-only state of the ingress; cheap to clone.
@@ -31,6 +36,10 @@ struct Inner {
     limiter: RateLimiter,
     tokens: WidgetTokens,
     metrics: PrometheusHandle,
+    /// For the read-only query endpoints; `None` answers them with `503`.
+    store: Option<Store>,
+    /// For widget streams; `None` answers them with `503`.
+    live: Option<LiveHub>,
 }
 
 impl AppState {
@@ -38,13 +47,32 @@ impl AppState {
     /// topology must have `settings.broker.shards` shards. Installs the
     /// process's metrics recorder if not done yet.
     pub fn new(settings: Settings, publisher: Arc<Publisher>) -> Self {
+        Self::build(settings, publisher, None, None)
+    }
+
+    /// Like [`AppState::new`], with the store the query endpoints read.
+    pub fn with_store(settings: Settings, publisher: Arc<Publisher>, store: Store) -> Self {
+        Self::build(settings, publisher, Some(store), None)
+    }
+
+    /// Like [`AppState::with_store`], with the live hub widget streams need.
+    pub fn with_live(settings: Settings, publisher: Arc<Publisher>, store: Store, live: LiveHub) -> Self {
+        Self::build(settings, publisher, Some(store), Some(live))
+    }
+
+    fn build(
+        settings: Settings,
+        publisher: Arc<Publisher>,
+        store: Option<Store>,
+        live: Option<LiveHub>,
+    ) -> Self {
         let tokens = WidgetTokens::new(
             settings.widget.token_secret.expose().as_bytes(),
             Duration::from_secs(settings.widget.token_ttl_secs),
         );
         let limiter = RateLimiter::new(&settings);
         let metrics = metrics::install();
-        Self(Arc::new(Inner { settings, publisher, limiter, tokens, metrics }))
+        Self(Arc::new(Inner { settings, publisher, limiter, tokens, metrics, store, live }))
     }
 
     /// The settings the ingress runs with.
@@ -60,6 +88,16 @@ impl AppState {
     /// Widget token issuing and checking.
     pub fn tokens(&self) -> &WidgetTokens {
         &self.0.tokens
+    }
+
+    /// The store of the query endpoints, or `503` if this ingress has none.
+    pub fn store(&self) -> Result<&Store, ApiError> {
+        self.0.store.as_ref().ok_or(ApiError::QueryUnavailable)
+    }
+
+    /// The live hub of widget streams, or `503` if this ingress has none.
+    pub fn live(&self) -> Result<&LiveHub, ApiError> {
+        self.0.live.as_ref().ok_or(ApiError::QueryUnavailable)
     }
 
     /// The Prometheus handle `/metrics` renders.
@@ -106,7 +144,10 @@ pub fn new_event_id() -> Result<EventId, ApiError> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/agent/converse/send-message-to-widget", post(agent::send_message_to_widget))
+        .route("/agent/converse/conversations/{id}", get(query::conversation))
+        .route("/agent/converse/events/{id}", get(query::event))
         .route("/widget/v1/conversations/{id}/escalate", post(widget::escalate))
+        .route("/widget/v1/conversations/{id}/events", get(stream::events))
         .route("/widget/v1/conversations/{id}/messages", post(widget::post_message))
         .route("/widget/v1/conversations/{id}/end", post(widget::end))
         .route("/healthz", get(health::healthz))

@@ -47,6 +47,19 @@ pub enum ApiError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// The calling bot has no conversation with this id. Another bot's
+    /// conversation gets the same answer, so a caller learns nothing of it.
+    #[error("unknown conversation")]
+    UnknownConversation,
+    /// No recorded event of the calling bot has this id: either it never
+    /// existed, or it was accepted and is not applied yet; the store cannot
+    /// tell the two apart (the ingress keeps no record of what it accepted).
+    #[error("unknown event")]
+    UnknownEvent,
+    /// The query endpoints cannot answer: no store configured, or the
+    /// database is unreachable. The cause, if any, was logged.
+    #[error("queries unavailable")]
+    QueryUnavailable,
     /// The route exists, not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -78,6 +91,17 @@ impl ApiError {
         }
     }
 
+    /// A failed read of the query endpoints, logged here: `503` when retrying
+    /// may help (database down, pool exhausted), else `500`.
+    pub fn store(error: store::Error) -> Self {
+        if error.is_transient() {
+            tracing::warn!(%error, "store unavailable; answering 503");
+            ApiError::QueryUnavailable
+        } else {
+            ApiError::internal(format!("store query: {error}"))
+        }
+    }
+
     /// A 500, its cause logged here.
     pub fn internal(cause: impl Into<String>) -> Self {
         let cause = cause.into();
@@ -94,7 +118,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::UnknownConversation | ApiError::UnknownEvent => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::QueryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -110,6 +137,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::NotFound => "not_found",
+            ApiError::UnknownConversation => "unknown_conversation",
+            ApiError::UnknownEvent => "unknown_event",
+            ApiError::QueryUnavailable => "query_unavailable",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal_error",
         }
@@ -129,6 +159,11 @@ impl ApiError {
             }
             ApiError::BrokerUnavailable(_) => "the event was not accepted; retry later".to_owned(),
             ApiError::NotFound => "no such endpoint".to_owned(),
+            ApiError::UnknownConversation => "no conversation with this id for this bot".to_owned(),
+            ApiError::UnknownEvent => {
+                "no applied event with this id for this bot (it may not be applied yet)".to_owned()
+            }
+            ApiError::QueryUnavailable => "queries are unavailable; retry later".to_owned(),
             ApiError::MethodNotAllowed => "method not allowed on this endpoint".to_owned(),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
@@ -156,7 +191,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             // The publisher reconnects on its own within about a second.
-            ApiError::BrokerUnavailable(_) => {
+            ApiError::BrokerUnavailable(_) | ApiError::QueryUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {
@@ -197,6 +232,9 @@ mod tests {
             (ApiError::RateLimited { retry_after_secs: 2 }, 429, "rate_limited"),
             (ApiError::BrokerUnavailable(PublishError::Unavailable), 503, "broker_unavailable"),
             (ApiError::NotFound, 404, "not_found"),
+            (ApiError::UnknownConversation, 404, "unknown_conversation"),
+            (ApiError::UnknownEvent, 404, "unknown_event"),
+            (ApiError::QueryUnavailable, 503, "query_unavailable"),
             (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
             (ApiError::Internal("x".into()), 500, "internal_error"),
         ];

@@ -8,6 +8,8 @@
 //!
 //! - [`app`]: [`AppState`] (settings, publisher, limiter, token keys) and [`router`].
 //! - [`routes`]: the handlers: agent API, widget API, health and metrics.
+//! - [`live`]: [`LiveHub`], this instance's queue on the live exchange and the
+//!   per-conversation subscriptions of streams.
 //! - [`auth`]: bot API keys (`Authorization` + `botid`) and widget tokens on requests.
 //! - [`token`]: [`WidgetTokens`], the signed, expiring token that opens one conversation.
 //! - [`body`]: reading a JSON body: media type, size limit, syntax.
@@ -20,6 +22,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
@@ -28,6 +31,7 @@ pub mod token;
 
 pub use app::{AppState, router};
 pub use error::{ApiError, Error};
+pub use live::LiveHub;
 pub use rate_limit::{RateLimiter, Scope};
 pub use server::{publisher_config, run, serve};
 pub use token::{IssuedToken, WidgetClaims, WidgetTokens};

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use broker::{Publisher, PublisherConfig, Topology};
 use settings::{Settings, redact_url};
@@ -20,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::app::{AppState, router};
 use crate::error::Error;
+use crate::live::LiveHub;
 
 /// The publisher configuration the ingress uses for `settings`.
 pub fn publisher_config(settings: &Settings) -> PublisherConfig {
@@ -52,7 +54,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         "ingress listening"
     );
     let publisher = Arc::new(Publisher::connect(publisher_config(&settings)));
-    let app = router(AppState::new(settings, publisher.clone()));
+    // Lazy: no connection is opened until a query endpoint is called, so the
+    // write path keeps working while the database is down.
+    let db = &settings.database;
+    let store = store::Store::connect(&db.url, &db.schema, db.pool_size)
+        .context("configuring the query endpoints' database pool")?;
+    let state = match LiveHub::connect(&settings.broker.url, &settings.broker.prefix).await {
+        Ok(hub) => AppState::with_live(settings, publisher.clone(), store, hub),
+        // The write path must not depend on it; streams answer 503 until a restart.
+        Err(error) => {
+            warn!(error = format!("{error:#}"), "live updates unavailable; widget streams answer 503");
+            AppState::with_store(settings, publisher.clone(), store)
+        }
+    };
+    let app = router(state);
     let served = serve(listener, app, grace, shutdown).await;
     publisher.shutdown().await;
     info!("ingress stopped");

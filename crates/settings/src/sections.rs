@@ -25,6 +25,9 @@ pub struct HttpConfig {
     /// Upper bound in seconds of `Prefer: wait=N` (SPEC §2): a larger `N` is clamped to it.
     /// Default 10. 0 disables waiting for verdicts.
     pub verdict_wait_max_secs: u64,
+    /// Seconds between heartbeat comments on widget streams (SPEC §3), so proxies keep idle
+    /// streams open. Default 15. At least 1.
+    pub sse_heartbeat_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -34,6 +37,7 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             shutdown_grace_secs: 10,
             verdict_wait_max_secs: 10,
+            sse_heartbeat_secs: 15,
         }
     }
 }

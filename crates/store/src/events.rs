@@ -127,6 +127,19 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// The last `limit` recorded events of a conversation, oldest first: the
+    /// query endpoint shows recent history without reading a long log whole.
+    pub async fn recent_events(&self, key: &ConvKey, limit: u32) -> Result<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT * FROM (SELECT id, {COLUMNS} FROM {{schema}}.events
+                 WHERE bot_id = $1 AND conversation_id = $2 ORDER BY id DESC LIMIT $3) AS recent
+             ORDER BY id"
+        );
+        let limit = i64::from(limit);
+        let rows = self.query(&sql, &[&key.bot_id.as_str(), &key.conversation_id.as_str(), &limit]).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
     /// One recorded event of a bot, found by its id alone (SPEC §2,
     /// `GET /agent/converse/events/{eventId}`). Event ids are unique per
     /// conversation; should two conversations share one, the first recorded wins.

@@ -9,13 +9,14 @@
 //! after the commit, so a crash anywhere before it redelivers the whole batch,
 //! and the dedupe check makes the replay a no-op for what was committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use domain::live::{LiveUpdate, LiveVerdict};
 use domain::machine::{Conversation, Effect, TimerKind};
 use domain::webhook::WebhookEnvelope;
 use domain::widget::WidgetEnvelope;
-use domain::{Context, Envelope, EscalationId, EventId, Verdict, step};
+use domain::{Context, Envelope, EscalationId, EventId, Phase, Verdict, step};
 use store::{ConvKey, EventRecord, Store};
 
 use crate::bots::BotRules;
@@ -25,6 +26,9 @@ use crate::bots::BotRules;
 pub struct BatchOutcome {
     /// One verdict per envelope; `Duplicate` for a redelivery.
     pub verdicts: Vec<Verdict>,
+    /// Per conversation decided on: its new widget events and verdicts, to
+    /// announce once committed (never before: a subscriber may act on them).
+    pub live: Vec<LiveUpdate>,
 }
 
 /// A timer's last word in a batch: armed for an escalation at a deadline,
@@ -66,9 +70,12 @@ pub async fn apply_batch(
     let mut outcome = BatchOutcome::default();
     let mut seen: HashSet<(ConvKey, EventId)> = HashSet::new();
     let mut changed: Vec<ConvKey> = Vec::new();
+    // Announced too: a `Prefer: wait` caller resending an event waits for its verdict.
+    let mut duplicates: Vec<(ConvKey, EventId)> = Vec::new();
     for (envelope, id) in batch.iter().zip(ids) {
         if recorded.contains(&id) || !seen.insert(id.clone()) {
             outcome.verdicts.push(Verdict::Duplicate);
+            duplicates.push(id);
             continue;
         }
         let (key, event_id) = id;
@@ -107,6 +114,8 @@ pub async fn apply_batch(
     writes.states =
         changed.into_iter().filter_map(|key| states.remove(&key).map(|state| (key, state))).collect();
 
+    outcome.live = live_updates(&writes, duplicates, &states);
+
     let mut armed = Vec::new();
     let mut disarmed = Vec::new();
     for ((key, kind), last) in writes.timers {
@@ -123,4 +132,40 @@ pub async fn apply_batch(
     store::upsert_timers(&tx, &armed).await?;
     tx.commit().await.map_err(store::Error::Db)?;
     Ok(outcome)
+}
+
+/// One [`LiveUpdate`] per conversation the batch decided on, in key order.
+/// `unchanged` holds the locked states of conversations with only duplicates.
+fn live_updates(
+    writes: &Writes,
+    duplicates: Vec<(ConvKey, EventId)>,
+    unchanged: &HashMap<ConvKey, Conversation>,
+) -> Vec<LiveUpdate> {
+    let update = |key: &ConvKey, state: Option<&Conversation>| LiveUpdate {
+        bot_id: key.bot_id.clone(),
+        conversation_id: key.conversation_id.clone(),
+        phase: state.map_or(Phase::Idle, Conversation::phase),
+        events: Vec::new(),
+        verdicts: Vec::new(),
+    };
+    let mut updates: BTreeMap<ConvKey, LiveUpdate> =
+        writes.states.iter().map(|(key, state)| (key.clone(), update(key, Some(state)))).collect();
+    for (key, event_id) in duplicates {
+        updates
+            .entry(key.clone())
+            .or_insert_with(|| update(&key, unchanged.get(&key)))
+            .verdicts
+            .push(LiveVerdict { event_id, verdict: Verdict::Duplicate });
+    }
+    for record in &writes.events {
+        if let Some(update) = updates.get_mut(&record.key) {
+            update.verdicts.push(LiveVerdict { event_id: record.event_id.clone(), verdict: record.verdict });
+        }
+    }
+    for (key, envelope) in &writes.widget {
+        if let Some(update) = updates.get_mut(key) {
+            update.events.push(envelope.clone());
+        }
+    }
+    updates.into_values().collect()
 }

@@ -16,7 +16,7 @@
 //! - [`worker`]: [`Worker::start`] / [`WorkerHandle`], and [`run`].
 //!
 //! Support: [`config`] ([`WorkerConfig`]), [`bots`] ([`BotRules`]),
-//! `connection` (the shared AMQP connection), [`metrics`], [`error`].
+//! `connection` (the shared AMQP connection), `live` (announcing commits),, [`metrics`], [`error`].
 //!
 //! Tests in `tests/` run against a real RabbitMQ (`AMQP_URL`) and PostgreSQL
 //! (`DATABASE_URL`); `examples/bench_worker.rs` measures throughput.
@@ -27,6 +27,7 @@ pub mod config;
 mod connection;
 pub mod error;
 mod leases;
+mod live;
 pub mod metrics;
 mod process;
 mod shard;

@@ -4,6 +4,8 @@
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
+/// Live announcements of committed batches, by `outcome`: `published`, `failed`, `dropped` (queue full).
+pub const LIVE_MESSAGES_TOTAL: &str = "escalations_worker_live_messages_total";
 /// Events decided, by `verdict`: `applied`, `duplicate`, `ignored`, `rejected`.
 pub const EVENTS_TOTAL: &str = "escalations_worker_events_total";
 /// Envelopes per applied batch.
@@ -30,4 +32,5 @@ pub fn describe_metrics() {
     describe_gauge!(SHARDS_HELD, "Shards this worker holds and consumes.");
     describe_counter!(STORE_RETRIES_TOTAL, "Batches retried after a transient store error.");
     describe_counter!(TIMERS_FIRED_TOTAL, "Durable timers fired.");
+    describe_counter!(LIVE_MESSAGES_TOTAL, "Live announcements of committed batches, by outcome.");
 }

@@ -110,6 +110,8 @@ async fn apply_with_retries(ctx: &Context, envelopes: &[Envelope], abort: &Cance
             Ok(outcome) => {
                 histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                 record_verdicts(envelopes.len(), &outcome);
+                // After the commit: what subscribers hear of is durable.
+                ctx.live.publish(outcome.live);
                 return Applied::Committed;
             }
             Err(problem) if problem.is_transient() => {

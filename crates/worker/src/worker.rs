@@ -22,6 +22,7 @@ use crate::config::WorkerConfig;
 use crate::connection::Amqp;
 use crate::error::Result;
 use crate::leases::run_leases;
+use crate::live::LivePublisher;
 use crate::timers::run_timers;
 
 /// What every task of one worker shares.
@@ -37,6 +38,8 @@ pub(crate) struct Context {
     pub(crate) topology: Topology,
     pub(crate) prefetch: u16,
     pub(crate) amqp: Amqp,
+    /// Announces committed batches to live subscribers.
+    pub(crate) live: LivePublisher,
 }
 
 /// Starts workers; see [`Worker::start`].
@@ -64,6 +67,8 @@ impl Worker {
         control.ensure_shards(broker.shards).await?;
         let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit);
         let amqp = Amqp::new(&broker.url, topology.clone(), &config.worker_id);
+        // A connection of its own, so announcing never contends with consuming.
+        let live_amqp = Amqp::new(&broker.url, topology.clone(), &format!("{}-live", config.worker_id));
         let ctx = Arc::new(Context {
             rules: BotRules::from_settings(settings),
             prefetch: broker.prefetch,
@@ -72,6 +77,7 @@ impl Worker {
             control,
             topology: topology.clone(),
             amqp,
+            live: LivePublisher::start(live_amqp, &broker.prefix),
         });
         let mut publisher_config = PublisherConfig::new(broker.url.clone(), topology);
         // Timers are few and need no wide fan-out of confirm channels.

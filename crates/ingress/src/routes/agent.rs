@@ -5,12 +5,14 @@
 //! `botid` (`401`), rate limit (`429`), media type (`415`), size (`413`), JSON
 //! syntax and schema plus the `Idempotency-Key` header, all problems at once
 //! (`400`). Then publish, and `200` only after the broker's confirm (`503` if
-//! none).
+//! none). With `Prefer: wait=N` the answer is the worker's verdict (see
+//! [`super::verdict`]).
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::{
     AgentEvent, BotId, Command, Envelope, EventId, FieldCode, Input, ValidationErrors, parse_agent_event,
@@ -18,7 +20,7 @@ use domain::{
 use serde_json::Value;
 use tracing::Span;
 
-use super::{Accepted, check_event_id_bytes};
+use super::{Accepted, check_event_id_bytes, verdict};
 use crate::app::{AppState, new_event_id};
 use crate::auth::authenticate_bot;
 use crate::body::{Empty, read_json};
@@ -34,7 +36,7 @@ pub async fn send_message_to_widget(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<Response, ApiError> {
     let span = Span::current();
     let bot = authenticate_bot(app.settings(), &headers)?;
     span.record("bot_id", bot.id.as_str());
@@ -56,8 +58,19 @@ pub async fn send_message_to_widget(
             input: Input::Agent { escalation_id: event.escalation_id, action: event.action },
         },
     };
+    let wait = verdict::requested_wait(&headers, app.settings().http.verdict_wait_max_secs);
+    // Subscribed before publishing, so the verdict cannot arrive unseen.
+    let waiter = match wait {
+        Some(_) => verdict::subscribe(&app, &envelope.bot_id, &envelope.conversation_id).await,
+        None => None,
+    };
     app.publish(&envelope).await?;
-    Ok(Json(Accepted::new(event_id)))
+    match (waiter, wait) {
+        (Some(subscription), Some(wait)) => {
+            Ok(verdict::await_verdict(&app, subscription, &envelope.bot_id, &event_id, wait).await)
+        }
+        _ => Ok(Json(Accepted::new(event_id)).into_response()),
+    }
 }
 
 /// The event and its id, or every problem of the body and the

@@ -1,11 +1,17 @@
 //! The handlers, one module per API.
 //!
 //! - [`agent`]: `POST /agent/converse/send-message-to-widget` (SPEC §2).
+//! - [`query`]: `GET /agent/converse/conversations/{id}` and `/events/{eventId}` (SPEC §2).
+//! - [`stream`]: `GET /widget/v1/conversations/{id}/events`, the SSE stream (SPEC §3).
+//! - [`verdict`]: `Prefer: wait=N`, waiting for the worker's verdict (SPEC §2).
 //! - [`widget`]: `POST /widget/v1/conversations/{id}/escalate|messages|end` (SPEC §3).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, and the JSON 404 and 405.
 
 pub mod agent;
 pub mod health;
+pub mod query;
+pub mod stream;
+pub mod verdict;
 pub mod widget;
 
 use domain::{EventId, FieldCode, ValidationErrors};

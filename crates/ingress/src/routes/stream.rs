@@ -1,0 +1,175 @@
+//! `GET /widget/v1/conversations/{id}/events` (SPEC §3): the widget's
+//! resumable `text/event-stream`.
+//!
+//! Order of work on connect, so nothing is lost or repeated:
+//! 1. subscribe to the conversation's live updates (bound before returning);
+//! 2. read the backlog after `Last-Event-ID` from PostgreSQL and send it;
+//! 3. send live events, skipping any sequence already sent (the overlap of
+//!    1 and 2), and when a live event shows a gap (a missed or late message,
+//!    or a lagging subscriber), read the gap from PostgreSQL first.
+//!
+//! The database is the source of truth; live messages only say "now". Every
+//! event carries `id: <sequence>`, so a reconnect to any instance resumes.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use domain::FieldCode;
+use domain::widget::WidgetEnvelope;
+use serde::Deserialize;
+use store::{ConvKey, Store};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::app::AppState;
+use crate::auth::authenticate_widget;
+use crate::error::ApiError;
+use crate::live::Subscription;
+
+/// The header a reconnecting `EventSource` sends.
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Events buffered per stream between the pump task and the socket.
+const BUFFER: usize = 64;
+
+/// `?lastEventId=`, for a browser's first connect (it cannot set headers).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamQuery {
+    /// Resume after this sequence.
+    pub last_event_id: Option<String>,
+}
+
+/// Opens the stream of the conversation the widget token is for.
+#[tracing::instrument(skip_all, fields(conversation_id = %id))]
+pub async fn events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let (bot, conversation) = authenticate_widget(app.settings(), app.tokens(), &headers, &id, Utc::now())?;
+    let after = last_event_id(&headers, query.last_event_id.as_deref())?;
+    let store = app.store()?.clone();
+    let hub = app.live()?;
+    let subscription = hub.subscribe(bot.as_str(), conversation.as_str()).await.map_err(|error| {
+        tracing::warn!(%error, "live subscribe failed; answering 503");
+        ApiError::QueryUnavailable
+    })?;
+    let key = ConvKey::new(bot, conversation);
+    // Read before answering, so a database outage is a 503, not an empty stream.
+    let backlog = store.widget_events(&key, after).await.map_err(ApiError::store)?;
+    let (sender, receiver) = mpsc::channel(BUFFER);
+    tokio::spawn(pump(Pump { store, key, subscription, sender, last: after }, backlog));
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|event| (Ok::<Event, Infallible>(event), receiver))
+    });
+    let heartbeat = Duration::from_secs(app.settings().http.sse_heartbeat_secs.max(1));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat)).into_response())
+}
+
+/// `Last-Event-ID` (header first, then the query): `0` when absent.
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<u64, ApiError> {
+    let raw = match headers.get(LAST_EVENT_ID) {
+        Some(value) => Some(value.to_str().map_err(|_| bad_last_event_id())?),
+        None => query,
+    };
+    match raw.map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(text) => text.parse().map_err(|_| bad_last_event_id()),
+    }
+}
+
+fn bad_last_event_id() -> ApiError {
+    ApiError::invalid("Last-Event-ID", FieldCode::InvalidFormat, "Last-Event-ID must be a sequence number")
+}
+
+/// One stream's sending side: what it sent last and where to read gaps.
+struct Pump {
+    store: Store,
+    key: ConvKey,
+    subscription: Subscription,
+    sender: mpsc::Sender<Event>,
+    /// The last sequence sent (or the client's `Last-Event-ID`).
+    last: u64,
+}
+
+/// Why a stream ends: the client left, or it must reconnect (resuming loses nothing).
+struct Closed;
+
+/// Sends the backlog, then live events, until the client goes away.
+async fn pump(mut pump: Pump, backlog: Vec<WidgetEnvelope>) {
+    if pump.send_all(backlog).await.is_err() {
+        return;
+    }
+    loop {
+        let update = tokio::select! {
+            () = pump.sender.closed() => return,
+            update = pump.subscription.receiver.recv() => update,
+        };
+        let outcome = match update {
+            Ok(update) => pump.send_live(&update.events).await,
+            // Fell behind the broadcast: the database has everything.
+            Err(broadcast::error::RecvError::Lagged(_)) => pump.catch_up().await,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if outcome.is_err() {
+            return;
+        }
+    }
+}
+
+impl Pump {
+    /// Sends the live `events` that follow the last one sent; at the first
+    /// gap, reads the rest from the database instead.
+    async fn send_live(&mut self, events: &[WidgetEnvelope]) -> Result<(), Closed> {
+        for envelope in events {
+            if envelope.sequence <= self.last {
+                continue;
+            }
+            if envelope.sequence != self.last + 1 {
+                // Committed before it was published, so the database has the gap and this.
+                return self.catch_up().await;
+            }
+            self.send(envelope).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends everything the database has after the last sequence sent.
+    async fn catch_up(&mut self) -> Result<(), Closed> {
+        match self.store.widget_events(&self.key, self.last).await {
+            Ok(events) => self.send_all(events).await,
+            Err(error) => {
+                // The widget reconnects with its Last-Event-ID and loses nothing.
+                tracing::warn!(%error, "reading a stream's gap failed; closing the stream");
+                Err(Closed)
+            }
+        }
+    }
+
+    async fn send_all(&mut self, events: Vec<WidgetEnvelope>) -> Result<(), Closed> {
+        for envelope in &events {
+            if envelope.sequence > self.last {
+                self.send(envelope).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, envelope: &WidgetEnvelope) -> Result<(), Closed> {
+        let data = serde_json::to_string(envelope).map_err(|error| {
+            tracing::error!(%error, "widget event not serializable");
+            Closed
+        })?;
+        let event =
+            Event::default().id(envelope.sequence.to_string()).event(envelope.event.name()).data(data);
+        self.sender.send(event).await.map_err(|_| Closed)?;
+        self.last = envelope.sequence;
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Announcing committed batches on the live exchange (SPEC §3), so open
+//! widget streams and `Prefer: wait` callers hear of them at once.
+//!
+//! Strictly after the commit and best effort: transient messages without
+//! confirms. The batch path only hands its updates to a bounded queue
+//! (`try_send`, never waiting); one task publishes them in order on a
+//! connection of its own, reconnecting as needed. A full queue or a failed
+//! publish is logged and counted, never fails or delays a batch: every stream
+//! fills gaps from the database, the source of truth. Timing a publish out
+//! would be worse than queueing it: a half-sent batch leaves streams waiting
+//! for an event until the next one shows the gap.
+
+use domain::live::LiveUpdate;
+use lapin::Channel;
+use metrics::counter;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::connection::Amqp;
+use crate::metrics::LIVE_MESSAGES_TOTAL;
+
+/// Batches of updates that may wait for the publishing task.
+const QUEUE: usize = 4096;
+
+/// The batch path's handle on the publishing task, which ends when this is dropped.
+#[derive(Debug)]
+pub(crate) struct LivePublisher {
+    sender: mpsc::Sender<Vec<LiveUpdate>>,
+}
+
+impl LivePublisher {
+    /// Starts the publishing task on `amqp` (a connection of its own).
+    pub(crate) fn start(amqp: Amqp, prefix: &str) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(run(amqp, prefix.to_owned(), receiver));
+        Self { sender }
+    }
+
+    /// Queues one committed batch's updates; never waits.
+    pub(crate) fn publish(&self, updates: Vec<LiveUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        let count = updates.len() as u64;
+        match self.sender.try_send(updates) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                counter!(LIVE_MESSAGES_TOTAL, "outcome" => "dropped").increment(count);
+                tracing::warn!(updates = count, "live queue full; streams catch up from the database");
+            }
+            Err(TrySendError::Closed(_)) => {
+                counter!(LIVE_MESSAGES_TOTAL, "outcome" => "dropped").increment(count);
+            }
+        }
+    }
+}
+
+async fn run(amqp: Amqp, prefix: String, mut receiver: mpsc::Receiver<Vec<LiveUpdate>>) {
+    let mut channel: Option<Channel> = None;
+    while let Some(updates) = receiver.recv().await {
+        for update in &updates {
+            let outcome = publish(&amqp, &prefix, &mut channel, update).await;
+            let label = if outcome.is_ok() { "published" } else { "failed" };
+            counter!(LIVE_MESSAGES_TOTAL, "outcome" => label).increment(1);
+            if let Err(error) = outcome {
+                tracing::warn!(error = format!("{error:#}"), "live publish failed");
+                // Reopened for the next update.
+                channel = None;
+            }
+        }
+    }
+    amqp.close().await;
+}
+
+async fn publish(
+    amqp: &Amqp,
+    prefix: &str,
+    slot: &mut Option<Channel>,
+    update: &LiveUpdate,
+) -> anyhow::Result<()> {
+    let channel = match slot.as_ref().filter(|c| c.status().connected()) {
+        Some(channel) => channel.clone(),
+        None => {
+            let connection = amqp.connection().await?;
+            let channel = connection.create_channel().await?;
+            broker::declare_live(&channel, prefix).await?;
+            slot.insert(channel).clone()
+        }
+    };
+    let body = serde_json::to_vec(update)?;
+    broker::publish_live(&channel, prefix, update.bot_id.as_str(), update.conversation_id.as_str(), &body)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `Prefer: wait=N` end to end (SPEC §2): the agent API answers with the
+//! worker's verdict, carried back on the live fan-out.
+
+use e2e::System;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_caller_gets_the_verdict() {
+    let sys = System::start().await;
+    let conv = "conv-wait";
+    sys.escalate(conv).await;
+    sys.wait_events(conv, 1).await;
+
+    let early = json!({"eventType": "message", "platformConversationId": conv, "text": "hello?"});
+    let (status, body) = sys.agent_waiting(early, 5).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        (body["error"].as_str(), body["currentState"].as_str()),
+        (Some("not_connected"), Some("requested"))
+    );
+
+    let connect = json!({"eventType": "escalationSuccess", "platformConversationId": conv, "agent": "Ann"});
+    let (status, body) = sys.agent_waiting(connect, 5).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["currentState"].as_str()),
+        (Some("applied"), Some("connected"))
+    );
+
+    let message =
+        json!({"eventType": "message", "platformConversationId": conv, "text": "hi", "eventId": "w-1"});
+    let (status, body) = sys.agent_waiting(message.clone(), 5).await;
+    assert_eq!(
+        (status, body["status"].as_str(), body["eventId"].as_str()),
+        (200, Some("applied"), Some("w-1"))
+    );
+    let (status, body) = sys.agent_waiting(message, 5).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "{body}");
+
+    // Without the preference: the plain acknowledgement, as before.
+    let (status, body) =
+        sys.agent(json!({"eventType": "message", "platformConversationId": conv, "text": "x"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
+    sys.stop().await;
+}
