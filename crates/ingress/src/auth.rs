@@ -12,6 +12,12 @@ use crate::token::WidgetTokens;
 /// The optional header naming the bot (SPEC §2).
 pub const BOT_ID_HEADER: &str = "botid";
 
+/// The typed id of a configured bot. Settings validation already checked it,
+/// so a failure is a bug (500), never the caller's fault.
+pub fn bot_id_of(bot: &BotConfig) -> Result<BotId, ApiError> {
+    BotId::parse(bot.id.clone()).map_err(|e| ApiError::internal(format!("configured bot id: {e}")))
+}
+
 /// The bot owning the API key in `Authorization` (raw, as in the original API,
 /// or `Bearer <key>`). A `botid` header, when present, must name that same bot;
 /// clients of the original API sometimes omit it.

@@ -14,15 +14,13 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use domain::{
-    AgentEvent, BotId, Command, Envelope, EventId, FieldCode, Input, ValidationErrors, parse_agent_event,
-};
+use domain::{AgentEvent, Command, Envelope, EventId, FieldCode, Input, ValidationErrors, parse_agent_event};
 use serde_json::Value;
 use tracing::Span;
 
 use super::{Accepted, check_event_id_bytes, verdict};
 use crate::app::{AppState, new_event_id};
-use crate::auth::authenticate_bot;
+use crate::auth::{authenticate_bot, bot_id_of};
 use crate::body::{Empty, read_json};
 use crate::error::ApiError;
 use crate::rate_limit::Scope;
@@ -47,8 +45,7 @@ pub async fn send_message_to_widget(
     span.record("conversation_id", event.platform_conversation_id.as_str());
     span.record("event_id", event_id.as_str());
 
-    let bot_id =
-        BotId::parse(bot.id.clone()).map_err(|e| ApiError::internal(format!("configured bot id: {e}")))?;
+    let bot_id = bot_id_of(bot)?;
     let envelope = Envelope {
         bot_id,
         conversation_id: event.platform_conversation_id,

@@ -20,7 +20,7 @@ use store::{ConvKey, EventRecord};
 use tracing::Span;
 
 use crate::app::AppState;
-use crate::auth::authenticate_bot;
+use crate::auth::{authenticate_bot, bot_id_of};
 use crate::error::ApiError;
 use crate::rate_limit::Scope;
 
@@ -32,7 +32,7 @@ fn caller(app: &AppState, headers: &HeaderMap) -> Result<BotId, ApiError> {
     let bot = authenticate_bot(app.settings(), headers)?;
     Span::current().record("bot_id", bot.id.as_str());
     app.check_rate(&bot.id, Scope::Agent)?;
-    BotId::parse(bot.id.clone()).map_err(|e| ApiError::internal(format!("configured bot id: {e}")))
+    bot_id_of(bot)
 }
 
 /// The state of one of the caller's conversations and its recent events.

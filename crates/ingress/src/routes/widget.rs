@@ -18,7 +18,7 @@ use tracing::Span;
 
 use super::{Accepted, check_event_id_bytes};
 use crate::app::{AppState, new_event_id};
-use crate::auth::{authenticate_bot, authenticate_widget};
+use crate::auth::{authenticate_bot, authenticate_widget, bot_id_of};
 use crate::body::{Empty, read_json};
 use crate::error::ApiError;
 use crate::rate_limit::Scope;
@@ -69,8 +69,7 @@ pub async fn escalate(
     span.record("event_id", event_id.as_str());
     let escalation_id = EscalationId::parse(uuid::Uuid::now_v7().to_string())
         .map_err(|e| ApiError::internal(format!("generated escalation id: {e}")))?;
-    let bot_id =
-        BotId::parse(bot.id.clone()).map_err(|e| ApiError::internal(format!("configured bot id: {e}")))?;
+    let bot_id = bot_id_of(bot)?;
     let now = Utc::now();
     let envelope = Envelope {
         bot_id: bot_id.clone(),
