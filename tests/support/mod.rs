@@ -72,6 +72,8 @@ pub struct System {
     ingress_stop: CancellationToken,
     ingress: Vec<tokio::task::JoinHandle<()>>,
     publisher: Arc<Publisher>,
+    /// Set once the queues and schema are gone.
+    removed: bool,
 }
 
 impl System {
@@ -106,6 +108,7 @@ impl System {
             ingress_stop,
             ingress: Vec::new(),
             publisher,
+            removed: false,
         };
         system.base = system.start_ingress().await;
         system.wait_for_shards().await;
@@ -280,20 +283,45 @@ impl System {
             let _ = ingress.await;
         }
         self.publisher.shutdown().await;
-        let b = &self.settings.broker;
-        let connection = Connection::connect(&b.url, ConnectionProperties::default()).await.expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        Topology::new(b.prefix.clone(), b.shards, b.delivery_limit)
-            .delete(&channel)
-            .await
-            .expect("delete topology");
-        let live = broker::live_exchange(&b.prefix);
-        let _ = channel
-            .exchange_delete(live.as_str().into(), lapin::options::ExchangeDeleteOptions::default())
-            .await;
-        let _ = connection.close(200, "bye".into()).await;
-        self.store.drop_schema().await.expect("drop schema");
+        remove_resources(&self.settings).await;
+        self.removed = true;
     }
+}
+
+/// A test that panicked never reaches [`System::stop`]: remove its queues and
+/// schema anyway, so failures leave nothing behind on the shared services. The
+/// test's runtime may be unwinding, so this runs on a thread and runtime of its own.
+impl Drop for System {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let settings = self.settings.clone();
+        let cleanup = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(remove_resources(&settings));
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Deletes the test's topology and live exchange and drops its schema.
+async fn remove_resources(settings: &Settings) {
+    let b = &settings.broker;
+    let connection = Connection::connect(&b.url, ConnectionProperties::default()).await.expect("amqp");
+    let channel = connection.create_channel().await.expect("channel");
+    Topology::new(b.prefix.clone(), b.shards, b.delivery_limit)
+        .delete(&channel)
+        .await
+        .expect("delete topology");
+    let live = broker::live_exchange(&b.prefix);
+    let _ =
+        channel.exchange_delete(live.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await;
+    let _ = connection.close(200, "bye".into()).await;
+    let db = &settings.database;
+    let store = Store::connect(&db.url, &db.schema, 1).expect("store");
+    store.drop_schema().await.expect("drop schema");
 }
 
 impl std::fmt::Debug for System {
