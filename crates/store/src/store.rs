@@ -43,9 +43,16 @@ impl Store {
         let mut config: tokio_postgres::Config = url.parse().map_err(Error::InvalidUrl)?;
         // The schema is a validated lowercase identifier, so it needs no
         // quoting inside `search_path` or the startup options.
+        //
+        // Custom plans always: the batch statements are cached per connection,
+        // and a generic plan made while a table was small (a fresh deployment)
+        // keeps sequential scans and hash joins over it long after it has grown,
+        // until the next ANALYZE. Planning each execution with its arrays is
+        // cheap next to that.
+        let ours = format!("-c search_path={schema} -c plan_cache_mode=force_custom_plan");
         let options = match config.get_options() {
-            Some(existing) if !existing.trim().is_empty() => format!("{existing} -c search_path={schema}"),
-            _ => format!("-c search_path={schema}"),
+            Some(existing) if !existing.trim().is_empty() => format!("{existing} {ours}"),
+            _ => ours,
         };
         config.options(&options);
         if config.get_application_name().is_none() {
