@@ -29,6 +29,10 @@ impl fmt::Debug for Store {
     }
 }
 
+/// The planner settings of [`Store::connect_for_batches`]: costs, not bans, so
+/// a statement with no usable index still runs.
+const KEYED_ONLY: &str = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
+
 /// Connecting a new connection gives up after this long, so a database that is
 /// down surfaces as an error instead of a hang.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,22 +43,35 @@ impl Store {
     /// Builds a pool of at most `pool_size` connections to `url`, working in
     /// `schema`. Connects lazily: nothing is opened until the first query.
     pub fn connect(url: &str, schema: &str, pool_size: usize) -> Result<Store> {
+        Self::connect_with(url, schema, pool_size, "")
+    }
+
+    /// Like [`Store::connect`], for the worker's batch transactions: the
+    /// planner never scans a table or hashes or merges a join on these
+    /// connections, it probes the keys.
+    ///
+    /// Every batch statement looks rows up by primary key. Its plan is cached
+    /// per connection, and a plan made while a table was empty (a fresh
+    /// deployment, the first batches) is a sequential scan and a hash join,
+    /// which the connection keeps as the table grows, until the next ANALYZE
+    /// replans it: each batch then reads every row. Measured on a fresh
+    /// schema with 5,000 conversations, that took most of the database's CPU
+    /// and tripled the stream latency (docs/benchmarks.md).
+    pub fn connect_for_batches(url: &str, schema: &str, pool_size: usize) -> Result<Store> {
+        Self::connect_with(url, schema, pool_size, KEYED_ONLY)
+    }
+
+    fn connect_with(url: &str, schema: &str, pool_size: usize, settings: &str) -> Result<Store> {
         validate_schema(schema)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(Error::InvalidUrl)?;
         // The schema is a validated lowercase identifier, so it needs no
         // quoting inside `search_path` or the startup options.
-        //
-        // Custom plans always: the batch statements are cached per connection,
-        // and a generic plan made while a table was small (a fresh deployment)
-        // keeps sequential scans and hash joins over it long after it has grown,
-        // until the next ANALYZE. Planning each execution with its arrays is
-        // cheap next to that.
-        let ours = format!("-c search_path={schema} -c plan_cache_mode=force_custom_plan");
+        let ours = format!("-c search_path={schema} {settings}");
         let options = match config.get_options() {
             Some(existing) if !existing.trim().is_empty() => format!("{existing} {ours}"),
             _ => ours,
         };
-        config.options(&options);
+        config.options(options.trim_end());
         if config.get_application_name().is_none() {
             config.application_name("escalations");
         }

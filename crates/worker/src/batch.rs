@@ -61,10 +61,11 @@ pub async fn apply_batch(
     let mut keys: Vec<ConvKey> = batch.iter().map(ConvKey::from).collect();
     keys.sort();
     keys.dedup();
-    let mut states = store::lock_conversations(&tx, &keys).await?;
     let ids: Vec<(ConvKey, EventId)> =
         batch.iter().map(|e| (ConvKey::from(e), e.command.event_id.clone())).collect();
-    let recorded = store::applied_event_ids(&tx, &ids).await?;
+    // Both reads in one round trip: the client pipelines concurrent queries.
+    let (mut states, recorded) =
+        tokio::try_join!(store::lock_conversations(&tx, &keys), store::applied_event_ids(&tx, &ids))?;
 
     let mut writes = Writes::default();
     let mut outcome = BatchOutcome::default();
@@ -124,12 +125,16 @@ pub async fn apply_batch(
             None => disarmed.push((key, kind)),
         }
     }
-    store::save_conversations(&tx, &writes.states, now).await?;
-    store::record_events(&tx, &writes.events).await?;
-    store::insert_widget_events(&tx, &writes.widget).await?;
-    store::insert_webhook_deliveries(&tx, &writes.webhooks, now).await?;
-    store::delete_timers(&tx, &disarmed).await?;
-    store::upsert_timers(&tx, &armed).await?;
+    // Every write in one round trip (pipelined, sent in this order); any
+    // failure fails the whole batch, and the transaction is rolled back.
+    tokio::try_join!(
+        store::save_conversations(&tx, &writes.states, now),
+        store::record_events(&tx, &writes.events),
+        store::insert_widget_events(&tx, &writes.widget),
+        store::insert_webhook_deliveries(&tx, &writes.webhooks, now),
+        store::delete_timers(&tx, &disarmed),
+        store::upsert_timers(&tx, &armed),
+    )?;
     tx.commit().await.map_err(store::Error::Db)?;
     Ok(outcome)
 }

@@ -62,7 +62,7 @@ impl Worker {
         config.validate()?;
         let broker = &settings.broker;
         let database = &settings.database;
-        let store = Store::connect(&database.url, &database.schema, database.pool_size)?;
+        let store = Store::connect_for_batches(&database.url, &database.schema, database.pool_size)?;
         let control = Store::connect(&database.url, &database.schema, 2)?;
         control.ensure_shards(broker.shards).await?;
         let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit);
