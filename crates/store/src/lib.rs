@@ -22,6 +22,7 @@
 //! - [`leases`]: workers and the shards they hold.
 //! - [`error`]: [`Error`] and [`Result`].
 
+pub mod batch_tx;
 mod codec;
 pub mod conversations;
 pub mod dead_letters;
@@ -36,6 +37,7 @@ pub mod outbox;
 pub mod store;
 pub mod timers;
 
+pub use batch_tx::BatchTransaction;
 pub use conversations::{StoredConversation, lock_conversations, save_conversations};
 pub use dead_letters::{AttemptRecord, DeadLetterChange, DeadLetterFilter, DeliveryRecord};
 pub use deliveries::{WebhookDeliveryRow, insert_webhook_deliveries, insert_widget_events};

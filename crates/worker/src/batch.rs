@@ -55,17 +55,20 @@ pub async fn apply_batch(
     batch: &[Envelope],
     now: DateTime<Utc>,
 ) -> store::Result<BatchOutcome> {
-    let mut client = store.client().await?;
-    let tx = client.transaction().await.map_err(store::Error::Db)?;
+    let tx = store.batch_transaction().await?;
 
     let mut keys: Vec<ConvKey> = batch.iter().map(ConvKey::from).collect();
     keys.sort();
     keys.dedup();
     let ids: Vec<(ConvKey, EventId)> =
         batch.iter().map(|e| (ConvKey::from(e), e.command.event_id.clone())).collect();
-    // Both reads in one round trip: the client pipelines concurrent queries.
-    let (mut states, recorded) =
-        tokio::try_join!(store::lock_conversations(&tx, &keys), store::applied_event_ids(&tx, &ids))?;
+    // BEGIN and both reads in one round trip: the client pipelines
+    // concurrent queries, sent in the order they are first polled.
+    let ((), mut states, recorded) = tokio::try_join!(
+        tx.begin(),
+        store::lock_conversations(tx.db(), &keys),
+        store::applied_event_ids(tx.db(), &ids)
+    )?;
 
     let mut writes = Writes::default();
     let mut outcome = BatchOutcome::default();
@@ -128,14 +131,14 @@ pub async fn apply_batch(
     // Every write in one round trip (pipelined, sent in this order); any
     // failure fails the whole batch, and the transaction is rolled back.
     tokio::try_join!(
-        store::save_conversations(&tx, &writes.states, now),
-        store::record_events(&tx, &writes.events),
-        store::insert_widget_events(&tx, &writes.widget),
-        store::insert_webhook_deliveries(&tx, &writes.webhooks, now),
-        store::delete_timers(&tx, &disarmed),
-        store::upsert_timers(&tx, &armed),
+        store::save_conversations(tx.db(), &writes.states, now),
+        store::record_events(tx.db(), &writes.events),
+        store::insert_widget_events(tx.db(), &writes.widget),
+        store::insert_webhook_deliveries(tx.db(), &writes.webhooks, now),
+        store::delete_timers(tx.db(), &disarmed),
+        store::upsert_timers(tx.db(), &armed),
     )?;
-    tx.commit().await.map_err(store::Error::Db)?;
+    tx.commit().await?;
     Ok(outcome)
 }
 
