@@ -143,3 +143,65 @@ async fn an_idle_stream_gets_heartbeats() {
     assert!(stream.heartbeats >= 1, "heartbeats: {}", stream.heartbeats);
     sys.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_keeps_receiving_after_the_live_connection_drops() {
+    const QUICK: Duration = Duration::from_secs(5);
+    let sys = System::start().await;
+    let conv = "conv-live-drop";
+    let (_, token) = sys.escalate(conv).await;
+    let mut stream = sys.stream(&sys.base, conv, &token, None).await.expect("stream opens");
+    assert_eq!(ids(&stream.take(1, WAIT).await), [1]);
+    let reconnects = sys.counter("ingress_live_reconnects_total").await;
+
+    assert_eq!(sys.close_live_connections().await, 1, "the hub's connection is found by its name");
+    // Posted at once: some land while the hub is disconnected, some after.
+    for position in 1..=5 {
+        let event = json!({"eventType": "escalationQueueUpdate", "platformConversationId": conv, "queuePosition": position});
+        assert_eq!(sys.agent(event).await.0, 200);
+    }
+    // Well within the 15 s heartbeat: the same stream, nothing lost or repeated.
+    let started = Instant::now();
+    let after = stream.take(5, QUICK).await;
+    assert_eq!(ids(&after), [2, 3, 4, 5, 6], "after {:?}", started.elapsed());
+    let positions: Vec<_> = after.iter().map(|e| e.data["queuePosition"].clone()).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    e2e::eventually("the hub counts its reconnect", QUICK, || async {
+        (sys.counter("ingress_live_reconnects_total").await > reconnects).then_some(())
+    })
+    .await;
+
+    // And the new connection's binding carries what comes next.
+    sys.agent(json!({"eventType": "escalationSuccess", "platformConversationId": conv, "agent": "Jo"})).await;
+    let next = stream.take(1, QUICK).await;
+    assert_eq!((ids(&next), names(&next)), (vec![7], vec!["escalationSuccess"]));
+    assert_eq!(stream.next(Duration::from_millis(500)).await, None, "no repeats");
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_takes_the_token_from_the_query_string() {
+    let sys = System::start().await;
+    let conv = "conv-query-token";
+    let (_, token) = sys.escalate(conv).await;
+    let (_, other_token) = sys.escalate("conv-query-other").await;
+    let mut stream = sys.stream_with_query_token(&sys.base, conv, &token).await.expect("stream opens");
+    assert_eq!(names(&stream.take(1, WAIT).await), ["escalationRequested"]);
+    sys.agent(json!({"eventType": "escalationSuccess", "platformConversationId": conv, "agent": "Jo"})).await;
+    let live = stream.take(1, WAIT).await;
+    assert_eq!((ids(&live), names(&live)), (vec![2], vec!["escalationSuccess"]));
+
+    assert_eq!(sys.stream_with_query_token(&sys.base, conv, "forged.token").await.err(), Some(401));
+    assert_eq!(sys.stream_with_query_token(&sys.base, conv, &other_token).await.err(), Some(401));
+    assert_eq!(sys.stream_with_query_token(&sys.base, conv, "").await.err(), Some(401));
+    // Only the stream takes it: the widget's other endpoints keep to the header.
+    let end = sys
+        .http
+        .post(format!("{}/widget/v1/conversations/{conv}/end", sys.base))
+        .query(&[("access_token", token.as_str())])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(end.status().as_u16(), 401);
+    sys.stop().await;
+}

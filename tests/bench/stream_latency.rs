@@ -97,11 +97,14 @@ async fn server() {
     }
 }
 
-/// When one event was sent, read, and applied.
+/// One event: (conversation index, sequence).
+type Event = (usize, u64);
+
+/// When each event was sent and read (and applied, from its timestamp).
 #[derive(Default)]
 struct Times {
-    sent: HashMap<(usize, u64), (Instant, DateTime<Utc>)>,
-    received: HashMap<(usize, u64), (Instant, Option<DateTime<Utc>>)>,
+    sent: HashMap<Event, (Instant, DateTime<Utc>)>,
+    received: HashMap<Event, (Instant, Option<DateTime<Utc>>)>,
 }
 
 type Shared = Arc<Mutex<Times>>;

@@ -157,6 +157,80 @@ impl System {
         }
     }
 
+    /// Opens the widget stream the way a browser's `EventSource` must: the
+    /// token as `?access_token=` (RFC 6750 §2.3), no `Authorization` header.
+    /// The status if it is not a 200.
+    pub async fn stream_with_query_token(
+        &self,
+        base: &str,
+        conversation: &str,
+        token: &str,
+    ) -> Result<SseStream, u16> {
+        let response = self
+            .http
+            .get(format!("{base}/widget/v1/conversations/{conversation}/events"))
+            .query(&[("access_token", token)])
+            .send()
+            .await
+            .expect("request");
+        match response.status().as_u16() {
+            200 => Ok(SseStream::new(response)),
+            status => Err(status),
+        }
+    }
+
+    /// Makes RabbitMQ close the live-hub connections of this test's ingress
+    /// instances (connection name `{prefix}-live`), as a broker restart or a
+    /// network failure would; returns how many it closed. Needs `rabbitmqctl`
+    /// on the broker's host, i.e. a broker on this machine.
+    pub async fn close_live_connections(&self) -> usize {
+        let name = format!("{}-live", self.settings.broker.prefix);
+        let pids = tokio::task::spawn_blocking(move || {
+            // One connection a line: `<pid>\t[{"connection_name",longstr,<<"…">>}, …]`.
+            // (The JSON formatter prints pids in a form close_connection refuses.)
+            let listed = std::process::Command::new("rabbitmqctl")
+                .args(["--silent", "list_connections", "pid", "client_properties"])
+                .output()
+                .expect("rabbitmqctl runs");
+            assert!(listed.status.success(), "rabbitmqctl: {}", String::from_utf8_lossy(&listed.stderr));
+            let quoted = format!("\"{name}\"");
+            let pids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .filter(|line| line.contains(&quoted))
+                .filter_map(|line| line.split('\t').next().map(str::to_owned))
+                .collect();
+            for pid in &pids {
+                let closed = std::process::Command::new("rabbitmqctl")
+                    .args(["-q", "close_connection", pid, "e2e: live connection dropped on purpose"])
+                    .output()
+                    .expect("rabbitmqctl runs");
+                assert!(closed.status.success(), "rabbitmqctl: {}", String::from_utf8_lossy(&closed.stderr));
+            }
+            pids
+        })
+        .await
+        .expect("rabbitmqctl task");
+        pids.len()
+    }
+
+    /// The value of the counter `name` (no labels) on the ingress's
+    /// `/metrics`; `0` if it was never incremented.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
+    }
+
     async fn wait_for_shards(&self) {
         let worker = self.worker.as_ref().expect("running");
         eventually("the worker holds every shard", Duration::from_secs(20), || async {

@@ -29,7 +29,7 @@ pub mod topology;
 
 pub use consumer::{Delivery, ShardConsumer};
 pub use error::{Error, PublishError, Result};
-pub use live::{declare_live, live_exchange, live_routing_key, publish_live};
+pub use live::{LIVE_KEYS_PER_MESSAGE, declare_live, live_exchange, live_routing_key, publish_live};
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};
 pub use shard::shard_for;
 pub use topology::Topology;

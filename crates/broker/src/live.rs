@@ -8,7 +8,7 @@
 //! from it. Losing a live message costs latency, never an event.
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -50,25 +50,51 @@ pub async fn declare_live(channel: &Channel, prefix: &str) -> Result<()> {
         .map_err(Error::amqp(format!("declare exchange {exchange}")))
 }
 
-/// Publishes `body` to the live exchange of `prefix` for one conversation,
-/// transient and without waiting for a confirm.
+/// Conversations one live message may name: their routing keys travel in a
+/// header, which must fit in one AMQP frame (128 KiB by default).
+pub const LIVE_KEYS_PER_MESSAGE: usize = 256;
+
+/// Publishes `body` to the live exchange of `prefix` for the conversations
+/// `keys` (bot, conversation), transient and without waiting for a confirm.
+///
+/// One message for all of them (RabbitMQ's sender-selected distribution): the
+/// first key is the routing key and the others go in the `BCC` header, so
+/// every queue bound to any of them gets exactly one copy, and the broker
+/// strips the header before delivery. A committed batch is one message, not
+/// one per conversation; subscribers pick their conversations from the body.
 ///
 /// # Errors
 ///
+/// [`Error::InvalidName`] for no keys or more than [`LIVE_KEYS_PER_MESSAGE`];
 /// [`Error::Amqp`] if the channel is closed.
-pub async fn publish_live(
+pub async fn publish_live<'a>(
     channel: &Channel,
     prefix: &str,
-    bot_id: &str,
-    conversation_id: &str,
+    keys: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: &[u8],
 ) -> Result<()> {
     let exchange = name(live_exchange(prefix))?;
-    let key = name(live_routing_key(bot_id, conversation_id))?;
+    let mut routing: Vec<String> = keys.into_iter().map(|(bot, conv)| live_routing_key(bot, conv)).collect();
+    routing.sort_unstable();
+    routing.dedup();
+    if routing.is_empty() || routing.len() > LIVE_KEYS_PER_MESSAGE {
+        return Err(Error::InvalidName(format!(
+            "a live message names 1 to {LIVE_KEYS_PER_MESSAGE} conversations, not {}",
+            routing.len()
+        )));
+    }
+    let first = name(routing.remove(0))?;
     // Delivery mode 1 (transient): never written to disk.
-    let properties = BasicProperties::default().with_delivery_mode(1);
+    let mut properties = BasicProperties::default().with_delivery_mode(1);
+    if !routing.is_empty() {
+        let bcc: Vec<AMQPValue> =
+            routing.into_iter().map(|key| AMQPValue::LongString(LongString::from(key))).collect();
+        let mut headers = FieldTable::default();
+        headers.insert(ShortString::from("BCC"), AMQPValue::FieldArray(FieldArray::from(bcc)));
+        properties = properties.with_headers(headers);
+    }
     channel
-        .basic_publish(exchange, key, BasicPublishOptions::default(), body, properties)
+        .basic_publish(exchange, first, BasicPublishOptions::default(), body, properties)
         .await
         .map_err(Error::amqp("publish live"))?;
     Ok(())

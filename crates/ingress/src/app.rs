@@ -158,6 +158,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(metrics::track))
         // A 5xx's cause is logged once by the handler (see `error`); the
         // layer's own failure log would only repeat the status.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
         .with_state(state)
+}
+
+/// The span of one request: its method and path, never its query string,
+/// which may carry a widget token (`?access_token=`, for `EventSource`).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
 }

@@ -1,5 +1,6 @@
 //! Who is calling: a bot by API key (agent API and `escalate`), or a visitor's
-//! widget by widget token (messages, end). Every failure is the same `401`.
+//! widget by widget token (messages, end; the stream also takes it from the
+//! query). Every failure is the same `401`.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use chrono::{DateTime, Utc};
@@ -43,7 +44,38 @@ pub fn authenticate_widget(
     conversation: &str,
     now: DateTime<Utc>,
 ) -> Result<(BotId, ConversationId), ApiError> {
-    let token = credential(headers.get(header::AUTHORIZATION)).ok_or(ApiError::Unauthorized)?;
+    let token = credential(headers.get(header::AUTHORIZATION));
+    verify_widget(settings, tokens, token, conversation, now)
+}
+
+/// Like [`authenticate_widget`], for the widget stream only: a browser's
+/// `EventSource` cannot set headers, so without an `Authorization` header the
+/// token may come as the `access_token` query parameter (RFC 6750 §2.3). With
+/// the header, the query is ignored; either way every failure is the same `401`.
+pub fn authenticate_widget_stream(
+    settings: &Settings,
+    tokens: &WidgetTokens,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    conversation: &str,
+    now: DateTime<Utc>,
+) -> Result<(BotId, ConversationId), ApiError> {
+    let token = match headers.get(header::AUTHORIZATION) {
+        Some(value) => credential(Some(value)),
+        None => query_token.map(str::trim).filter(|token| !token.is_empty()),
+    };
+    verify_widget(settings, tokens, token, conversation, now)
+}
+
+/// The checks of a widget token, wherever it came from.
+fn verify_widget(
+    settings: &Settings,
+    tokens: &WidgetTokens,
+    token: Option<&str>,
+    conversation: &str,
+    now: DateTime<Utc>,
+) -> Result<(BotId, ConversationId), ApiError> {
+    let token = token.ok_or(ApiError::Unauthorized)?;
     let claims = tokens.verify(token, now).map_err(|error| {
         tracing::debug!(%error, "widget token refused");
         ApiError::Unauthorized
@@ -71,6 +103,7 @@ fn credential(value: Option<&HeaderValue>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn credential_forms() {
@@ -81,5 +114,40 @@ mod tests {
         assert_eq!(credential(Some(&v("Bearer "))), None);
         assert_eq!(credential(Some(&v(""))), None);
         assert_eq!(credential(None), None);
+    }
+
+    #[test]
+    fn the_stream_takes_a_query_token_only_without_the_header() {
+        const TOML: &str = r#"
+            [widget]
+            token_secret = "unit-test-widget-token-secret-of-32-bytes"
+            [[bots]]
+            id = "acme"
+            api_keys = ["acme-key-0123456789"]
+        "#;
+        let settings = Settings::from_sources(Some(TOML), Vec::<(String, String)>::new()).expect("settings");
+        let tokens = WidgetTokens::new(b"unit-test-widget-token-secret-of-32-bytes", Duration::from_secs(60));
+        let now = Utc::now();
+        let bot = BotId::parse("acme").expect("id");
+        let token = |conv: &str| tokens.issue(&bot, &ConversationId::parse(conv).expect("id"), now).token;
+        let (good, foreign) = (token("c1"), token("c2"));
+        let bearer = |token: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+            headers
+        };
+        let none = HeaderMap::new();
+        let stream = |headers: &HeaderMap, query: Option<&str>| {
+            authenticate_widget_stream(&settings, &tokens, headers, query, "c1", now)
+                .map(|(bot, conv)| (bot.as_str().to_owned(), conv.as_str().to_owned()))
+        };
+        let opened = Ok(("acme".to_owned(), "c1".to_owned()));
+        assert_eq!(stream(&none, Some(&good)).map_err(|_| ()), opened);
+        assert_eq!(stream(&bearer(&good), None).map_err(|_| ()), opened);
+        // The header decides when present, even if the query would do.
+        assert!(matches!(stream(&bearer("forged"), Some(&good)), Err(ApiError::Unauthorized)));
+        for query in [None, Some(""), Some("forged.token"), Some(foreign.as_str())] {
+            assert!(matches!(stream(&none, query), Err(ApiError::Unauthorized)), "{query:?}");
+        }
     }
 }

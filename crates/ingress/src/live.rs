@@ -3,34 +3,64 @@
 //! One exclusive, auto-delete queue per instance, bound to the live exchange
 //! only for the conversations that have at least one open stream (or
 //! `Prefer: wait` caller) here, so the instance receives only what someone
-//! is waiting for. Bindings are reference-counted; one consumer task hands
-//! each message to the conversation's in-process broadcast channel.
+//! is waiting for. Bindings are reference-counted; the consumer hands each
+//! message to the conversation's in-process broadcast channel as a
+//! [`LiveSignal::Update`].
 //!
 //! Binding happens before [`LiveHub::subscribe`] returns, so a caller that
 //! subscribes first and reads the database afterwards cannot miss an event
 //! committed in between: it is either in what it read or on its way here.
 //!
-//! Limitation: if the hub's connection drops, live messages stop until the
-//! process restarts; open streams keep their heartbeats and lose nothing,
-//! since a reconnecting widget resumes from the database.
+//! A supervisor task owns the connection. When the consumer ends or fails,
+//! or the connection or channel is no longer open, it reconnects with backoff
+//! (100 ms doubling to 5 s), declares the exchange and a new queue, binds
+//! every conversation that has subscribers, starts consuming, and only then
+//! serves again (`ingress_live_reconnects_total`). Live messages published in
+//! the gap are gone, so every subscriber is then sent [`LiveSignal::Resync`]:
+//! whatever was committed before the new bindings were in place is in the
+//! database when it reads after that signal, and whatever is committed later
+//! arrives live. While there is no usable connection, [`LiveHub::subscribe`]
+//! waits up to 2 s for one, then fails (streams answer 503); a bind that
+//! fails (say, on a connection that died a moment ago) fails it too. Not
+//! covered: a message lost while the connection stays up (a stream fills
+//! that gap at its next live event), and an outage the supervisor cannot
+//! end (open streams get only heartbeats until it does).
+
+mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use broker::{declare_live, live_exchange, live_routing_key};
+use anyhow::Context as _;
+use broker::live_exchange;
 use domain::live::LiveUpdate;
-use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::types::ShortString;
 use metrics::counter;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use self::session::{Session, Supervisor};
 
 /// Messages a slow subscriber may fall behind by before it must catch up
 /// from the database (it sees `Lagged`).
 const CAPACITY: usize = 256;
+/// How long [`LiveHub::subscribe`] waits for a connection before failing.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 type Key = (String, String);
+
+/// What a subscriber hears about its conversation.
+#[derive(Debug, Clone)]
+pub enum LiveSignal {
+    /// A committed batch's news.
+    Update(Arc<LiveUpdate>),
+    /// The hub reconnected to the broker and live messages may have been lost
+    /// in the gap: read the database for anything newer than what you have.
+    Resync,
+}
 
 /// The live fan-out of one ingress instance; cheap to clone.
 #[derive(Clone)]
@@ -38,23 +68,29 @@ pub struct LiveHub(Arc<Hub>);
 
 struct Hub {
     exchange: ShortString,
-    queue: ShortString,
-    channel: Channel,
     subscribers: Mutex<HashMap<Key, Entry>>,
-    /// Serializes bind and unbind, so an unbind for a conversation whose last
-    /// stream closed can never overtake the bind of its next one.
-    bindings: tokio::sync::Mutex<()>,
-    _connection: Connection,
+    /// The session binds go to. The lock also serializes bind, unbind and
+    /// re-binding, so an unbind for a conversation whose last stream closed can
+    /// never overtake the bind of its next one, and the subscriber map cannot
+    /// change while a new session binds it.
+    bindings: tokio::sync::Mutex<Arc<Session>>,
+    /// The generation of the installed session, for subscribers waiting for one.
+    installed: watch::Sender<u64>,
+    /// Cancelled when the last handle goes: the supervisor closes and ends.
+    shutdown: CancellationToken,
 }
 
 struct Entry {
-    sender: broadcast::Sender<Arc<LiveUpdate>>,
+    sender: broadcast::Sender<LiveSignal>,
     refs: usize,
 }
 
 impl std::fmt::Debug for LiveHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveHub").field("queue", &self.0.queue).finish_non_exhaustive()
+        f.debug_struct("LiveHub")
+            .field("exchange", &self.0.exchange)
+            .field("generation", &*self.0.installed.borrow())
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,72 +99,70 @@ impl std::fmt::Debug for LiveHub {
 pub struct Subscription {
     hub: LiveHub,
     key: Key,
-    /// The conversation's live updates, from the moment of subscribing.
-    pub receiver: broadcast::Receiver<Arc<LiveUpdate>>,
+    /// The conversation's live signals, from the moment of subscribing.
+    pub receiver: broadcast::Receiver<LiveSignal>,
 }
 
 impl LiveHub {
     /// Connects to `url`, declares the live exchange of `prefix` and this
-    /// instance's queue, and starts the consumer task.
+    /// instance's queue, and starts the supervisor task that consumes it and
+    /// reconnects when the connection is lost.
     ///
     /// # Errors
     ///
     /// Any refusal of the broker, with what was being done.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
-        use anyhow::Context as _;
-        let properties =
-            ConnectionProperties::default().with_connection_name(format!("{prefix}-live").into());
-        let connection = Connection::connect(url, properties).await.context("connecting for live updates")?;
-        let channel = connection.create_channel().await.context("opening the live channel")?;
-        declare_live(&channel, prefix).await.context("declaring the live exchange")?;
-        let options =
-            QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
-        let queue = channel
-            .queue_declare("".into(), options, FieldTable::default())
-            .await
-            .context("declaring the live queue")?;
-        let queue = queue.name().clone();
-        let consume = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-        let mut consumer = channel
-            .basic_consume(queue.clone(), "".into(), consume, FieldTable::default())
-            .await
-            .context("consuming the live queue")?;
         let exchange =
             ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
+        let (session, consumer) = Session::open(url, prefix, 1).await?;
         let hub = LiveHub(Arc::new(Hub {
             exchange,
-            queue,
-            channel,
             subscribers: Mutex::new(HashMap::new()),
-            bindings: tokio::sync::Mutex::new(()),
-            _connection: connection,
+            bindings: tokio::sync::Mutex::new(session.clone()),
+            installed: watch::Sender::new(session.generation),
+            shutdown: CancellationToken::new(),
         }));
-        // A weak handle: the task must not keep the hub (and its queue) alive.
-        let weak = Arc::downgrade(&hub.0);
-        tokio::spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                let Some(hub) = weak.upgrade() else { break };
-                match delivery {
-                    Ok(delivery) => hub.dispatch(&delivery.data),
-                    Err(error) => {
-                        tracing::warn!(%error, "live consumer failed; live updates stop");
-                        break;
-                    }
-                }
-            }
-        });
+        let supervisor = Supervisor {
+            // A weak handle: the task must not keep the hub (and its queue) alive.
+            hub: Arc::downgrade(&hub.0),
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            shutdown: hub.0.shutdown.clone(),
+        };
+        let span = info_span!("live", %prefix);
+        tokio::spawn(supervisor.run(session, consumer).instrument(span));
         Ok(hub)
     }
 
     /// Subscribes to one conversation's updates; returns once the binding is
-    /// in place (see the module docs).
+    /// in place on a working connection (see the module docs), waiting up to
+    /// 2 s for the supervisor if there is none.
     ///
     /// # Errors
     ///
-    /// The broker refused the binding.
+    /// No connection within that time, or the broker refused the binding.
     pub async fn subscribe(&self, bot_id: &str, conversation_id: &str) -> anyhow::Result<Subscription> {
         let key: Key = (bot_id.to_owned(), conversation_id.to_owned());
-        let _serial = self.0.bindings.lock().await;
+        let deadline = Instant::now() + SUBSCRIBE_WAIT;
+        let mut installed = self.0.installed.subscribe();
+        loop {
+            installed.borrow_and_update();
+            let session = self.0.bindings.lock().await;
+            if session.usable() {
+                return self.register(key, &session).await;
+            }
+            drop(session);
+            // Woken when the supervisor installs the next session.
+            match tokio::time::timeout_at(deadline, installed.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => anyhow::bail!("no live broker connection within {SUBSCRIBE_WAIT:?}"),
+            }
+        }
+    }
+
+    /// Counts one more subscriber of `key` and binds it if it is the first;
+    /// the caller holds the bindings lock.
+    async fn register(&self, key: Key, session: &Session) -> anyhow::Result<Subscription> {
         let (receiver, first) = {
             let mut map = self.0.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = map
@@ -140,13 +174,13 @@ impl LiveHub {
         // From here on the subscription exists, so a failure below releases it.
         let subscription = Subscription { hub: self.clone(), key, receiver };
         if first {
-            self.0.bind(&subscription.key, true).await?;
+            session.bind(&self.0.exchange, &subscription.key, true).await?;
         }
         Ok(subscription)
     }
 
     async fn release(&self, key: Key) {
-        let _serial = self.0.bindings.lock().await;
+        let session = self.0.bindings.lock().await;
         let last = {
             let mut map = self.0.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
             match map.get_mut(&key) {
@@ -158,52 +192,72 @@ impl LiveHub {
                 None => false,
             }
         };
-        if last && let Err(error) = self.0.bind(&key, false).await {
-            tracing::warn!(%error, "unbinding a live conversation failed");
+        // On a lost session there is nothing to unbind: its queue goes with
+        // the connection, and the next one binds only what is subscribed then.
+        if last
+            && session.usable()
+            && let Err(error) = session.bind(&self.0.exchange, &key, false).await
+        {
+            warn!(error = format!("{error:#}"), "unbinding a live conversation failed");
         }
     }
 }
 
 impl Hub {
-    async fn bind(&self, key: &Key, bind: bool) -> anyhow::Result<()> {
-        let routing: ShortString = live_routing_key(&key.0, &key.1).into();
-        if bind {
-            let options = QueueBindOptions::default();
-            self.channel
-                .queue_bind(
-                    self.queue.clone(),
-                    self.exchange.clone(),
-                    routing,
-                    options,
-                    FieldTable::default(),
-                )
-                .await?;
-        } else {
-            self.channel
-                .queue_unbind(self.queue.clone(), self.exchange.clone(), routing, FieldTable::default())
-                .await?;
+    /// Binds every subscribed conversation on `session`, makes it the one
+    /// binds go to, then tells every subscriber to resync. Returns how many
+    /// conversations it bound.
+    async fn install(&self, session: &Arc<Session>) -> anyhow::Result<usize> {
+        let mut current = self.bindings.lock().await;
+        let keys: Vec<Key> =
+            self.subscribers.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        for key in &keys {
+            session.bind(&self.exchange, key, true).await.context("re-binding a live conversation")?;
         }
-        Ok(())
+        *current = session.clone();
+        self.installed.send_replace(session.generation);
+        // After binding: anything committed before now is in the database.
+        let map = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in map.values() {
+            let _ = entry.sender.send(LiveSignal::Resync);
+        }
+        Ok(keys.len())
     }
 
-    /// Hands one message to its conversation's subscribers, if any.
+    /// Hands one message's updates to their conversations' subscribers, if
+    /// any. The body is one conversation's update, or a JSON array of them
+    /// (a committed batch published as one message for all its conversations).
     fn dispatch(&self, body: &[u8]) {
-        let update: LiveUpdate = match serde_json::from_slice(body) {
-            Ok(update) => update,
+        let batch = body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[');
+        let decoded = if batch {
+            serde_json::from_slice::<Vec<LiveUpdate>>(body)
+        } else {
+            serde_json::from_slice::<LiveUpdate>(body).map(|update| vec![update])
+        };
+        let updates = match decoded {
+            Ok(updates) => updates,
             Err(error) => {
                 counter!("ingress_live_messages_total", "outcome" => "undecodable").increment(1);
-                tracing::warn!(%error, "undecodable live message dropped");
+                warn!(%error, "undecodable live message dropped");
                 return;
             }
         };
-        // The routing key is a hash, so the ids in the body decide.
-        let key = (update.bot_id.as_str().to_owned(), update.conversation_id.as_str().to_owned());
         let map = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = map.get(&key) {
-            // No receiver left is fine: the last one is being released.
-            let _ = entry.sender.send(Arc::new(update));
-            counter!("ingress_live_messages_total", "outcome" => "delivered").increment(1);
+        for update in updates {
+            // The routing key is a hash, so the ids in the body decide.
+            let key = (update.bot_id.as_str().to_owned(), update.conversation_id.as_str().to_owned());
+            if let Some(entry) = map.get(&key) {
+                // No receiver left is fine: the last one is being released.
+                let _ = entry.sender.send(LiveSignal::Update(Arc::new(update)));
+                counter!("ingress_live_messages_total", "outcome" => "delivered").increment(1);
+            }
         }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 

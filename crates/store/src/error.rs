@@ -64,4 +64,26 @@ impl Error {
             | Error::Corrupt { .. } => false,
         }
     }
+
+    /// Whether the statement was refused only because an earlier one of its
+    /// transaction failed (SQLSTATE 25P02). With pipelined statements this
+    /// can reach the caller before the error that caused it; see
+    /// [`Error::first_cause`].
+    pub fn is_aborted_transaction(&self) -> bool {
+        matches!(self, Error::Db(error) if error.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION))
+    }
+
+    /// Of the errors of statements pipelined in one transaction, the one that
+    /// caused the others: the first that is not an aborted-transaction
+    /// refusal (else the first). `None` if there is none.
+    pub fn first_cause(errors: impl IntoIterator<Item = Option<Error>>) -> Option<Error> {
+        let mut fallback = None;
+        for error in errors.into_iter().flatten() {
+            if !error.is_aborted_transaction() {
+                return Some(error);
+            }
+            fallback.get_or_insert(error);
+        }
+        fallback
+    }
 }

@@ -64,11 +64,19 @@ pub async fn apply_batch(
         batch.iter().map(|e| (ConvKey::from(e), e.command.event_id.clone())).collect();
     // BEGIN and both reads in one round trip: the client pipelines
     // concurrent queries, sent in the order they are first polled.
-    let ((), mut states, recorded) = tokio::try_join!(
+    // Joined, not try-joined: when one statement fails, the ones after it are
+    // refused as "transaction aborted", and that refusal may be read first.
+    let (begun, locked, recorded) = tokio::join!(
         tx.begin(),
         store::lock_conversations(tx.db(), &keys),
         store::applied_event_ids(tx.db(), &ids)
-    )?;
+    );
+    let (mut states, recorded) = match (begun, locked, recorded) {
+        (Ok(()), Ok(states), Ok(recorded)) => (states, recorded),
+        (begun, locked, recorded) => {
+            return Err(failed([begun.err(), locked.err(), recorded.err()]));
+        }
+    };
 
     let mut writes = Writes::default();
     let mut outcome = BatchOutcome::default();
@@ -130,16 +138,25 @@ pub async fn apply_batch(
     }
     // Every write in one round trip (pipelined, sent in this order); any
     // failure fails the whole batch, and the transaction is rolled back.
-    tokio::try_join!(
+    let written = tokio::join!(
         store::save_conversations(tx.db(), &writes.states, now),
         store::record_events(tx.db(), &writes.events),
         store::insert_widget_events(tx.db(), &writes.widget),
         store::insert_webhook_deliveries(tx.db(), &writes.webhooks, now),
         store::delete_timers(tx.db(), &disarmed),
         store::upsert_timers(tx.db(), &armed),
-    )?;
+    );
+    let (a, b, c, d, e, f) = written;
+    if let Some(error) = store::Error::first_cause([a.err(), b.err(), c.err(), d.err(), e.err(), f.err()]) {
+        return Err(error);
+    }
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The error that failed a pipelined step; `errors` holds at least one.
+fn failed<const N: usize>(errors: [Option<store::Error>; N]) -> store::Error {
+    store::Error::first_cause(errors).unwrap_or_else(|| unreachable!("called only when a statement failed"))
 }
 
 /// One [`LiveUpdate`] per conversation the batch decided on, in key order.

@@ -2,7 +2,8 @@
 //! widget streams and `Prefer: wait` callers hear of them at once.
 //!
 //! Strictly after the commit and best effort: transient messages without
-//! confirms. The batch path only hands its updates to a bounded queue
+//! confirms, one per committed batch (a JSON array of its conversations'
+//! updates, routed to each of them; see `broker::publish_live`). The batch path only hands its updates to a bounded queue
 //! (`try_send`, never waiting); one task publishes them in order on a
 //! connection of its own, reconnecting as needed. A full queue or a failed
 //! publish is logged and counted, never fails or delays a batch: every stream
@@ -58,10 +59,11 @@ impl LivePublisher {
 async fn run(amqp: Amqp, prefix: String, mut receiver: mpsc::Receiver<Vec<LiveUpdate>>) {
     let mut channel: Option<Channel> = None;
     while let Some(updates) = receiver.recv().await {
-        for update in &updates {
-            let outcome = publish(&amqp, &prefix, &mut channel, update).await;
+        // One message per committed batch (per chunk of a very large one).
+        for chunk in updates.chunks(broker::LIVE_KEYS_PER_MESSAGE) {
+            let outcome = publish(&amqp, &prefix, &mut channel, chunk).await;
             let label = if outcome.is_ok() { "published" } else { "failed" };
-            counter!(LIVE_MESSAGES_TOTAL, "outcome" => label).increment(1);
+            counter!(LIVE_MESSAGES_TOTAL, "outcome" => label).increment(chunk.len() as u64);
             if let Err(error) = outcome {
                 tracing::warn!(error = format!("{error:#}"), "live publish failed");
                 // Reopened for the next update.
@@ -76,7 +78,7 @@ async fn publish(
     amqp: &Amqp,
     prefix: &str,
     slot: &mut Option<Channel>,
-    update: &LiveUpdate,
+    updates: &[LiveUpdate],
 ) -> anyhow::Result<()> {
     let channel = match slot.as_ref().filter(|c| c.status().connected()) {
         Some(channel) => channel.clone(),
@@ -87,8 +89,8 @@ async fn publish(
             slot.insert(channel).clone()
         }
     };
-    let body = serde_json::to_vec(update)?;
-    broker::publish_live(&channel, prefix, update.bot_id.as_str(), update.conversation_id.as_str(), &body)
-        .await?;
+    let body = serde_json::to_vec(updates)?;
+    let keys = updates.iter().map(|u| (u.bot_id.as_str(), u.conversation_id.as_str()));
+    broker::publish_live(&channel, prefix, keys, &body).await?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! 2. read the backlog after `Last-Event-ID` from PostgreSQL and send it;
 //! 3. send live events, skipping any sequence already sent (the overlap of
 //!    1 and 2), and when a live event shows a gap (a missed or late message,
-//!    or a lagging subscriber), read the gap from PostgreSQL first.
+//!    or a lagging subscriber), read the gap from PostgreSQL first; after the
+//!    hub reconnected to the broker ([`LiveSignal::Resync`]), read everything
+//!    after the last sequence sent, since messages of the gap are lost.
 //!
 //! The database is the source of truth; live messages only say "now". Every
 //! event carries `id: <sequence>`, so a reconnect to any instance resumes.
@@ -26,9 +28,9 @@ use store::{ConvKey, Store};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::app::AppState;
-use crate::auth::authenticate_widget;
+use crate::auth::authenticate_widget_stream;
 use crate::error::ApiError;
-use crate::live::Subscription;
+use crate::live::{LiveSignal, Subscription};
 
 /// The header a reconnecting `EventSource` sends.
 pub const LAST_EVENT_ID: &str = "last-event-id";
@@ -36,15 +38,30 @@ pub const LAST_EVENT_ID: &str = "last-event-id";
 /// Events buffered per stream between the pump task and the socket.
 const BUFFER: usize = 64;
 
-/// `?lastEventId=`, for a browser's first connect (it cannot set headers).
-#[derive(Debug, Deserialize)]
+/// `?lastEventId=` and `?access_token=`, for a browser's `EventSource` (it
+/// cannot set headers).
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamQuery {
     /// Resume after this sequence.
     pub last_event_id: Option<String>,
+    /// The widget token, used only without an `Authorization` header (RFC 6750 §2.3).
+    #[serde(rename = "access_token")]
+    pub access_token: Option<String>,
 }
 
-/// Opens the stream of the conversation the widget token is for.
+/// Never prints the token.
+impl std::fmt::Debug for StreamQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamQuery")
+            .field("last_event_id", &self.last_event_id)
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Opens the stream of the conversation the widget token is for; the token
+/// comes from `Authorization: Bearer`, or without that header from `?access_token=`.
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 pub async fn events(
     State(app): State<AppState>,
@@ -52,7 +69,9 @@ pub async fn events(
     Path(id): Path<String>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let (bot, conversation) = authenticate_widget(app.settings(), app.tokens(), &headers, &id, Utc::now())?;
+    let token = query.access_token.as_deref();
+    let (bot, conversation) =
+        authenticate_widget_stream(app.settings(), app.tokens(), &headers, token, &id, Utc::now())?;
     let after = last_event_id(&headers, query.last_event_id.as_deref())?;
     let store = app.store()?.clone();
     let hub = app.live()?;
@@ -112,9 +131,10 @@ async fn pump(mut pump: Pump, backlog: Vec<WidgetEnvelope>) {
             update = pump.subscription.receiver.recv() => update,
         };
         let outcome = match update {
-            Ok(update) => pump.send_live(&update.events).await,
-            // Fell behind the broadcast: the database has everything.
-            Err(broadcast::error::RecvError::Lagged(_)) => pump.catch_up().await,
+            Ok(LiveSignal::Update(update)) => pump.send_live(&update.events).await,
+            // Fell behind the broadcast, or live messages were lost while the
+            // hub reconnected: the database has everything.
+            Ok(LiveSignal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => pump.catch_up().await,
             Err(broadcast::error::RecvError::Closed) => return,
         };
         if outcome.is_err() {

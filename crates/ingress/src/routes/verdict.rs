@@ -7,7 +7,9 @@
 //! "ignored"}` or `409 {"error": CODE, "currentState": phase}`; when no
 //! verdict came within `N` seconds (or a live message was lost), the event
 //! log is checked once, and failing that `202 {"status":"accepted"}`: the
-//! event is safe with the broker and will be decided.
+//! event is safe with the broker and will be decided. When the live hub
+//! reconnected meanwhile (its messages in the gap are lost), the event log is
+//! checked at once, and if it has no verdict yet the wait goes on.
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use serde_json::json;
 
 use super::query::verdict_parts;
 use crate::app::AppState;
-use crate::live::Subscription;
+use crate::live::{LiveSignal, Subscription};
 
 /// How long the caller asked to wait, clamped to `http.verdict_wait_max_secs`
 /// (and to 10 s); `None` without a `wait` preference.
@@ -62,18 +64,34 @@ pub async fn await_verdict(
 ) -> Response {
     let deadline = tokio::time::Instant::now() + wait;
     // Ends when lagging, closed or out of time: then the event log may know.
-    while let Ok(Ok(update)) = tokio::time::timeout_at(deadline, subscription.receiver.recv()).await {
-        if let Some((verdict, phase)) = find(&update, event_id) {
-            return render(event_id, verdict, phase);
+    while let Ok(Ok(signal)) = tokio::time::timeout_at(deadline, subscription.receiver.recv()).await {
+        match signal {
+            LiveSignal::Update(update) => {
+                if let Some((verdict, phase)) = find(&update, event_id) {
+                    return render(event_id, verdict, phase);
+                }
+            }
+            // The hub reconnected and the verdict's message may be lost:
+            // decided by now means in the event log; if not, it comes live.
+            LiveSignal::Resync => {
+                if let Some(response) = recorded(app, bot, event_id).await {
+                    return response;
+                }
+            }
         }
     }
     drop(subscription);
-    if let Ok(store) = app.store()
-        && let Ok(Some(record)) = store.event(bot, event_id).await
-    {
-        return render(event_id, record.verdict, record.phase_after);
+    if let Some(response) = recorded(app, bot, event_id).await {
+        return response;
     }
     (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "eventId": event_id.as_str()}))).into_response()
+}
+
+/// The answer for `event_id` if the event log has its verdict.
+async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option<Response> {
+    let store = app.store().ok()?;
+    let record = store.event(bot, event_id).await.ok()??;
+    Some(render(event_id, record.verdict, record.phase_after))
 }
 
 fn find(update: &LiveUpdate, event_id: &EventId) -> Option<(Verdict, Phase)> {
