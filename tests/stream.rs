@@ -83,6 +83,10 @@ async fn a_token_opens_only_its_own_conversation() {
     sys.escalate("conv-b").await;
     assert_eq!(sys.stream(&sys.base, "conv-b", &token_a, None).await.err(), Some(401));
     assert_eq!(sys.stream(&sys.base, "conv-a", "forged.token", None).await.err(), Some(401));
+    let expired = e2e::widget_token("conv-a", chrono::Utc::now() - chrono::TimeDelta::seconds(61));
+    assert_eq!(sys.stream(&sys.base, "conv-a", &expired, None).await.err(), Some(401), "expired");
+    let fresh = e2e::widget_token("conv-a", chrono::Utc::now());
+    assert!(sys.stream(&sys.base, "conv-a", &fresh, None).await.is_ok(), "the same token, unexpired");
     assert!(sys.stream(&sys.base, "conv-a", &token_a, None).await.is_ok());
     sys.stop().await;
 }

@@ -31,6 +31,15 @@ pub const OTHER_BOT: &str = "globex";
 pub const OTHER_KEY: &str = "globex-key-0123456789";
 const TOKEN_SECRET: &str = "e2e-widget-token-secret-of-32-bytes-or-more";
 
+/// A widget token for `conversation` of `BOT`, issued at `issued_at` with a
+/// 60 s lifetime (an `issued_at` over a minute ago gives an expired one).
+pub fn widget_token(conversation: &str, issued_at: chrono::DateTime<chrono::Utc>) -> String {
+    let tokens = ingress::WidgetTokens::new(TOKEN_SECRET.as_bytes(), Duration::from_secs(60));
+    let bot = domain::BotId::parse(BOT).expect("id");
+    let conversation = domain::ConversationId::parse(conversation).expect("id");
+    tokens.issue(&bot, &conversation, issued_at).token
+}
+
 /// The settings of one test: fresh prefix and schema; `extra_bot` is TOML
 /// appended to the bot (e.g. timer overrides).
 pub fn settings(bot_overrides: &str) -> Settings {
