@@ -363,3 +363,29 @@ async fn queue_idle_and_ttl_timers_end_to_end() {
     }
     sys.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalating_again_while_live_answers_the_live_escalation() {
+    let sys = System::start().await;
+    // Back to back: the second may reach the ingress before the first is applied.
+    let ((first, _), (second, _)) = tokio::join!(sys.escalate("conv-again"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        sys.escalate("conv-again").await
+    });
+    let (third, _) = sys.escalate("conv-again").await;
+    let stored = sys.store.conversation(&sys.key("conv-again")).await.expect("read").expect("stored");
+    let live = stored.state.escalation.expect("escalation").id;
+    assert_eq!((first.as_str(), second.as_str(), third.as_str()), (live.as_str(), live.as_str(), live.as_str()));
+    let widget = sys.store.widget_events(&sys.key("conv-again"), 0).await.expect("widget");
+    assert_eq!(widget.len(), 1, "one escalationRequested: {widget:?}");
+
+    // Once it has ended, escalating starts a new one.
+    let (_, token) = sys.escalate("conv-again").await;
+    assert_eq!(sys.visitor_end("conv-again", &token).await, 200);
+    sys.wait_events("conv-again", 5).await;
+    let (fresh, _) = sys.escalate("conv-again").await;
+    assert_ne!(fresh, first, "a new escalation after the end");
+    let stored = sys.store.conversation(&sys.key("conv-again")).await.expect("read").expect("stored");
+    assert_eq!(stored.state.escalation.expect("escalation").id.as_str(), fresh.as_str());
+    sys.stop().await;
+}

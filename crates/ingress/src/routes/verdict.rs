@@ -57,41 +57,54 @@ pub async fn subscribe(app: &AppState, bot: &BotId, conversation: &ConversationI
 /// Waits up to `wait` for `event_id`'s verdict and renders the answer.
 pub async fn await_verdict(
     app: &AppState,
-    mut subscription: Subscription,
+    subscription: Subscription,
     bot: &BotId,
     event_id: &EventId,
     wait: Duration,
 ) -> Response {
+    match wait_for(app, subscription, bot, event_id, wait).await {
+        Some((verdict, phase)) => render(event_id, verdict, phase),
+        None => (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "eventId": event_id.as_str()})))
+            .into_response(),
+    }
+}
+
+/// Waits up to `wait` for `event_id`'s verdict and the conversation's phase
+/// after it; `None` if it was not decided in time.
+pub async fn wait_for(
+    app: &AppState,
+    mut subscription: Subscription,
+    bot: &BotId,
+    event_id: &EventId,
+    wait: Duration,
+) -> Option<(Verdict, Phase)> {
     let deadline = tokio::time::Instant::now() + wait;
     // Ends when lagging, closed or out of time: then the event log may know.
     while let Ok(Ok(signal)) = tokio::time::timeout_at(deadline, subscription.receiver.recv()).await {
         match signal {
             LiveSignal::Update(update) => {
-                if let Some((verdict, phase)) = find(&update, event_id) {
-                    return render(event_id, verdict, phase);
+                if let Some(found) = find(&update, event_id) {
+                    return Some(found);
                 }
             }
             // The hub reconnected and the verdict's message may be lost:
             // decided by now means in the event log; if not, it comes live.
             LiveSignal::Resync => {
-                if let Some(response) = recorded(app, bot, event_id).await {
-                    return response;
+                if let Some(found) = recorded(app, bot, event_id).await {
+                    return Some(found);
                 }
             }
         }
     }
     drop(subscription);
-    if let Some(response) = recorded(app, bot, event_id).await {
-        return response;
-    }
-    (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "eventId": event_id.as_str()}))).into_response()
+    recorded(app, bot, event_id).await
 }
 
-/// The answer for `event_id` if the event log has its verdict.
-async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option<Response> {
+/// `event_id`'s verdict and the phase after it, if the event log has them.
+async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option<(Verdict, Phase)> {
     let store = app.store().ok()?;
     let record = store.event(bot, event_id).await.ok()??;
-    Some(render(event_id, record.verdict, record.phase_after))
+    Some((record.verdict, record.phase_after))
 }
 
 fn find(update: &LiveUpdate, event_id: &EventId) -> Option<(Verdict, Phase)> {

@@ -2,6 +2,8 @@
 //! key) and the visitor's `messages` and `end` (widget token). Each publishes
 //! one command and answers once the broker confirmed it.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -11,12 +13,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use domain::widget_request::CLIENT_MESSAGE_EVENT_PREFIX;
 use domain::{
     BotId, Command, ConversationId, Envelope, EscalationId, EventId, FieldCode, Input, MessageId,
-    ValidationErrors, parse_escalate_request, parse_visitor_message,
+    ValidationErrors, Verdict, parse_escalate_request, parse_visitor_message,
 };
 use serde::Serialize;
+use store::ConvKey;
 use tracing::Span;
 
-use super::{Accepted, check_event_id_bytes};
+use super::{Accepted, check_event_id_bytes, verdict};
 use crate::app::{AppState, new_event_id};
 use crate::auth::{authenticate_bot, authenticate_widget, bot_id_of};
 use crate::body::{Empty, read_json};
@@ -36,14 +39,38 @@ pub struct Escalated {
     pub expires_at: String,
 }
 
+/// How long `escalate` waits for the worker's verdict (see [`escalate`]).
+pub const ESCALATE_VERDICT_WAIT: Duration = Duration::from_secs(5);
+
+/// The id of the conversation's stored escalation (the live one, after a
+/// `duplicate` escalate); `None` if it cannot be read.
+async fn live_escalation_id(
+    app: &AppState,
+    bot: &BotId,
+    conversation: &ConversationId,
+) -> Option<EscalationId> {
+    let store = app.store().ok()?;
+    let key = ConvKey::new(bot.clone(), conversation.clone());
+    match store.conversation(&key).await {
+        Ok(stored) => Some(stored?.state.escalation?.id),
+        Err(error) => {
+            tracing::warn!(%error, "reading the live escalation failed; answering the proposed id");
+            None
+        }
+    }
+}
+
 /// `POST /widget/v1/conversations/{id}/escalate`: the bot hands the conversation
 /// to a human. Body `{escalateTo?, metadata?, transcript?}`, or empty.
 ///
-/// Known limitation: if an escalation is already live, the worker treats this
-/// as idempotent (SPEC §5) and keeps the live escalation's id, so the
-/// `escalationId` returned here then names an escalation that never starts.
-/// Returning the live id needs the worker's verdict (`Prefer: wait`), a later
-/// issue; the widget token is valid either way.
+/// If an escalation is already live, the worker treats this as idempotent
+/// (SPEC §5) and keeps the live one, so the answer must name that one, not
+/// the id proposed here. The ingress therefore waits (at most
+/// [`ESCALATE_VERDICT_WAIT`]) for the worker's verdict, as `Prefer: wait`
+/// does: `duplicate` means "already live", and the conversation's stored
+/// escalation id is answered. Without a verdict in time (or without a live
+/// hub), the proposed id is answered, as it is the one the worker applies
+/// unless an escalation was live.
 #[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
 pub async fn escalate(
     State(app): State<AppState>,
@@ -67,16 +94,19 @@ pub async fn escalate(
 
     let event_id = new_event_id()?;
     span.record("event_id", event_id.as_str());
-    let escalation_id = EscalationId::parse(uuid::Uuid::now_v7().to_string())
+    let proposed = EscalationId::parse(uuid::Uuid::now_v7().to_string())
         .map_err(|e| ApiError::internal(format!("generated escalation id: {e}")))?;
+    let escalation_id = proposed.clone();
     let bot_id = bot_id_of(bot)?;
     let now = Utc::now();
+    // Subscribed before publishing, so the verdict cannot slip by unseen.
+    let subscription = verdict::subscribe(&app, &bot_id, &conversation).await;
     let envelope = Envelope {
         bot_id: bot_id.clone(),
         conversation_id: conversation.clone(),
         received_at: now,
         command: Command {
-            event_id,
+            event_id: event_id.clone(),
             input: Input::Escalate {
                 escalation_id: escalation_id.clone(),
                 escalate_to: request.escalate_to,
@@ -86,6 +116,18 @@ pub async fn escalate(
         },
     };
     app.publish(&envelope).await?;
+    let escalation_id = match subscription {
+        Some(subscription) => {
+            let decided =
+                verdict::wait_for(&app, subscription, &bot_id, &event_id, ESCALATE_VERDICT_WAIT).await;
+            match decided {
+                Some((Verdict::Duplicate, _)) => live_escalation_id(&app, &bot_id, &conversation).await,
+                _ => None,
+            }
+            .unwrap_or(proposed)
+        }
+        None => proposed,
+    };
 
     let issued = app.tokens().issue(&bot_id, &conversation, now);
     Ok(Json(Escalated { escalation_id, widget_token: issued.token, expires_at: rfc3339(issued.expires_at) }))
