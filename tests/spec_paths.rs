@@ -375,7 +375,10 @@ async fn escalating_again_while_live_answers_the_live_escalation() {
     let (third, _) = sys.escalate("conv-again").await;
     let stored = sys.store.conversation(&sys.key("conv-again")).await.expect("read").expect("stored");
     let live = stored.state.escalation.expect("escalation").id;
-    assert_eq!((first.as_str(), second.as_str(), third.as_str()), (live.as_str(), live.as_str(), live.as_str()));
+    assert_eq!(
+        (first.as_str(), second.as_str(), third.as_str()),
+        (live.as_str(), live.as_str(), live.as_str())
+    );
     let widget = sys.store.widget_events(&sys.key("conv-again"), 0).await.expect("widget");
     assert_eq!(widget.len(), 1, "one escalationRequested: {widget:?}");
 

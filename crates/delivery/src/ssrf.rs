@@ -63,11 +63,32 @@ impl AddressPolicy {
 pub fn classify(ip: IpAddr) -> Option<Blocked> {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
-        // `::ffff:10.0.0.1` reaches 10.0.0.1.
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        // `::ffff:10.0.0.1`, `64:ff9b::a00:1` and `2002:a00:1::` all reach
+        // 10.0.0.1: an address that carries an IPv4 one is judged by it.
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => classify_v4(v4),
             None => classify_v6(v6),
         },
+    }
+}
+
+/// The IPv4 address an IPv6 one reaches through a translation or tunnel:
+/// IPv4-mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96` (RFC 6052), 6to4
+/// `2002::/16` (RFC 3056), and IPv4-compatible `::/96` (deprecated; not `::`
+/// or `::1`, which are IPv6's own).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        Some(v4)
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(low(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(low(s[1], s[2]))
+    } else if s[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback() {
+        Some(low(s[6], s[7]))
+    } else {
+        None
     }
 }
 
@@ -86,12 +107,18 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Blocked> {
 }
 
 fn classify_v6(ip: Ipv6Addr) -> Option<Blocked> {
-    let first = ip.segments()[0];
+    let s = ip.segments();
     if ip.is_loopback() {
         Some(Blocked::Loopback)
-    } else if (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 {
+    } else if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80 || (s[0] & 0xffc0) == 0xfec0 {
+        // Unique-local, link-local, and the deprecated site-local.
         Some(Blocked::Private)
-    } else if ip.is_unspecified() || ip.is_multicast() {
+    } else if s[..3] == [0x64, 0xff9b, 1] {
+        // Local-use NAT64 (RFC 8215): translates into the operator's own network.
+        Some(Blocked::Private)
+    } else if ip.is_unspecified() || ip.is_multicast() || s[..2] == [0x2001, 0] || s[..2] == [0x2001, 0xdb8] {
+        // Teredo `2001::/32` tunnels to an IPv4 host it hides; `2001:db8::/32`
+        // is for documentation.
         Some(Blocked::Special)
     } else {
         None
@@ -212,7 +239,9 @@ mod tests {
 
     #[test]
     fn classifies_the_ranges() {
-        for loopback in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+        for loopback in
+            ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::"]
+        {
             assert_eq!(classify(ip(loopback)), Some(Blocked::Loopback), "{loopback}");
         }
         for private in [
@@ -227,13 +256,38 @@ mod tests {
             "fd12:3456::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b::192.168.0.1",
+            "2002:a9fe:a9fe::1",
+            "::10.0.0.1",
+            "64:ff9b:1::1",
+            "fec0::1",
         ] {
             assert_eq!(classify(ip(private)), Some(Blocked::Private), "{private}");
         }
-        for special in ["0.0.0.0", "0.1.2.3", "224.0.0.1", "255.255.255.255", "240.0.0.1", "::", "ff02::1"] {
+        for special in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::",
+            "ff02::1",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "64:ff9b::",
+        ] {
             assert_eq!(classify(ip(special)), Some(Blocked::Special), "{special}");
         }
-        for public in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "93.184.216.34", "2606:4700::1111"] {
+        for public in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert_eq!(classify(ip(public)), None, "{public}");
         }
     }
