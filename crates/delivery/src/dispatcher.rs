@@ -47,6 +47,10 @@ pub struct DispatcherConfig {
     pub shutdown_grace: Option<Duration>,
     /// This dispatcher's name in `claimed_by`; `None`: generated.
     pub claimer: Option<String>,
+    /// Starts a claim round when notified (a worker in the same process that
+    /// has just committed deliveries); `None`: a fresh one, see
+    /// [`Dispatcher::waker`].
+    pub wake: Option<Arc<Notify>>,
 }
 
 impl Default for DispatcherConfig {
@@ -58,6 +62,7 @@ impl Default for DispatcherConfig {
             hosts: HashMap::new(),
             shutdown_grace: None,
             claimer: None,
+            wake: None,
         }
     }
 }
@@ -120,7 +125,7 @@ impl Dispatcher {
             client,
             publisher,
             claimer,
-            wake: Arc::new(Notify::new()),
+            wake: config.wake.clone().unwrap_or_default(),
             shutdown: CancellationToken::new(),
         });
         Ok(Self {
@@ -228,6 +233,17 @@ impl Dispatcher {
 /// Runs the webhook dispatcher of a worker process until `shutdown`: the
 /// configured database, a broker publisher for `escalateUndeliverable`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_woken_by(settings, shutdown, None).await
+}
+
+/// [`run`], also starting a claim round whenever `wake` is notified: the
+/// worker of the same process notifies it after committing deliveries, so
+/// they go out at once rather than at the next poll.
+pub async fn run_woken_by(
+    settings: Settings,
+    shutdown: CancellationToken,
+    wake: Option<Arc<Notify>>,
+) -> anyhow::Result<()> {
     let db = &settings.database;
     let store = Store::connect(&db.url, &db.schema, db.pool_size)
         .with_context(|| format!("connecting to PostgreSQL at {}", settings::redact_url(&db.url)))?;
@@ -238,7 +254,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     config.confirm_timeout = Duration::from_millis(b.confirm_timeout_ms.max(1));
     let publisher = Arc::new(Publisher::connect(config));
     crate::metrics::describe_metrics();
-    let dispatcher = Dispatcher::new(&settings, store, Some(publisher.clone()), DispatcherConfig::default())
+    let config = DispatcherConfig { wake, ..DispatcherConfig::default() };
+    let dispatcher = Dispatcher::new(&settings, store, Some(publisher.clone()), config)
         .context("starting the webhook dispatcher")?;
     let result = dispatcher.run(shutdown).await;
     publisher.shutdown().await;

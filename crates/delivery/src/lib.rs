@@ -31,7 +31,7 @@ pub mod sign;
 pub mod ssrf;
 pub mod targets;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, Waker, run};
+pub use dispatcher::{Dispatcher, DispatcherConfig, Waker, run, run_woken_by};
 pub use error::{Error, Result};
 pub use metrics::describe_metrics;
 pub use sign::{signature_header, webhook_id};

@@ -8,11 +8,14 @@ mod shutdown;
 mod telemetry;
 mod topology;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, ConfigAction, ConversationsAction};
 use settings::Settings;
 use shutdown::{shutdown_on_signal, stop_all_after};
+use tokio::sync::Notify;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -30,10 +33,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingress => ingress::run(settings, shutdown_on_signal()).await,
         Command::Worker => {
             let shutdown = shutdown_on_signal();
-            // The worker and the webhook dispatcher: whichever stops first stops the other.
+            // The worker and the webhook dispatcher: whichever stops first
+            // stops the other. The worker wakes the dispatcher when it has
+            // queued deliveries, so they leave at once, not at the next poll.
+            let wake = Arc::new(Notify::new());
             let (worker, delivery) = tokio::join!(
-                stop_all_after(&shutdown, worker::run(settings.clone(), shutdown.clone())),
-                stop_all_after(&shutdown, delivery::run(settings.clone(), shutdown.clone())),
+                stop_all_after(
+                    &shutdown,
+                    worker::run_notifying(settings.clone(), shutdown.clone(), Some(wake.clone()))
+                ),
+                stop_all_after(
+                    &shutdown,
+                    delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))
+                ),
             );
             worker.and(delivery)
         }
@@ -42,10 +54,17 @@ async fn main() -> anyhow::Result<()> {
             // schema up to date first, as `escalations migrate` would.
             ops::migrate(&settings).await?;
             let shutdown = shutdown_on_signal();
+            let wake = Arc::new(Notify::new());
             let (ingress, worker, delivery) = tokio::join!(
                 stop_all_after(&shutdown, ingress::run(settings.clone(), shutdown.clone())),
-                stop_all_after(&shutdown, worker::run(settings.clone(), shutdown.clone())),
-                stop_all_after(&shutdown, delivery::run(settings.clone(), shutdown.clone())),
+                stop_all_after(
+                    &shutdown,
+                    worker::run_notifying(settings.clone(), shutdown.clone(), Some(wake.clone()))
+                ),
+                stop_all_after(
+                    &shutdown,
+                    delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))
+                ),
             );
             ingress.and(worker).and(delivery)
         }

@@ -29,6 +29,8 @@ pub struct BatchOutcome {
     /// Per conversation decided on: its new widget events and verdicts, to
     /// announce once committed (never before: a subscriber may act on them).
     pub live: Vec<LiveUpdate>,
+    /// Whether the batch queued webhook deliveries.
+    pub webhooks_queued: bool,
 }
 
 /// A timer's last word in a batch: armed for an escalation at a deadline,
@@ -127,6 +129,7 @@ pub async fn apply_batch(
         changed.into_iter().filter_map(|key| states.remove(&key).map(|state| (key, state))).collect();
 
     outcome.live = live_updates(&writes, duplicates, &states);
+    outcome.webhooks_queued = !writes.webhooks.is_empty();
 
     let mut armed = Vec::new();
     let mut disarmed = Vec::new();

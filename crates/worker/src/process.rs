@@ -111,6 +111,11 @@ async fn apply_with_retries(ctx: &Context, envelopes: &[Envelope], abort: &Cance
                 histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                 record_verdicts(envelopes.len(), &outcome);
                 // After the commit: what subscribers hear of is durable.
+                if outcome.webhooks_queued
+                    && let Some(dispatcher) = &ctx.webhooks_queued
+                {
+                    dispatcher.notify_one();
+                }
                 ctx.live.publish(outcome.live);
                 return Applied::Committed;
             }

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use broker::{Publisher, PublisherConfig, Topology};
 use settings::Settings;
 use store::Store;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error_span, info};
@@ -40,6 +40,9 @@ pub(crate) struct Context {
     pub(crate) amqp: Amqp,
     /// Announces committed batches to live subscribers.
     pub(crate) live: LivePublisher,
+    /// Notified after a batch queued webhook deliveries, so a dispatcher in
+    /// this process claims them at once instead of at its next poll.
+    pub(crate) webhooks_queued: Option<Arc<Notify>>,
 }
 
 /// Starts workers; see [`Worker::start`].
@@ -59,6 +62,20 @@ impl Worker {
     /// [`crate::Error::Config`] for invalid knobs, [`crate::Error::Store`] if
     /// the database cannot be reached or is not migrated.
     pub async fn start(settings: &Settings, config: WorkerConfig) -> Result<WorkerHandle> {
+        Self::start_notifying(settings, config, None).await
+    }
+
+    /// [`Worker::start`], notifying `webhooks_queued` after every commit that
+    /// queued webhook deliveries (a webhook dispatcher's wake-up).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Worker::start`].
+    pub async fn start_notifying(
+        settings: &Settings,
+        config: WorkerConfig,
+        webhooks_queued: Option<Arc<Notify>>,
+    ) -> Result<WorkerHandle> {
         config.validate()?;
         let broker = &settings.broker;
         let database = &settings.database;
@@ -78,6 +95,7 @@ impl Worker {
             topology: topology.clone(),
             amqp,
             live: LivePublisher::start(live_amqp, &broker.prefix),
+            webhooks_queued,
         });
         let mut publisher_config = PublisherConfig::new(broker.url.clone(), topology);
         // Timers are few and need no wide fan-out of confirm channels.
@@ -184,8 +202,24 @@ impl WorkerHandle {
 /// Invalid knobs, a database that cannot be reached at start-up, or a worker
 /// task that failed.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_notifying(settings, shutdown, None).await
+}
+
+/// [`run`], notifying `webhooks_queued` after every commit that queued
+/// webhook deliveries (see [`Worker::start_notifying`]).
+///
+/// # Errors
+///
+/// As for [`run`].
+pub async fn run_notifying(
+    settings: Settings,
+    shutdown: CancellationToken,
+    webhooks_queued: Option<Arc<Notify>>,
+) -> anyhow::Result<()> {
     let config = WorkerConfig::from_env().context("reading the ESCALATIONS_WORKER_* variables")?;
-    run_with(&settings, config, shutdown).await
+    let handle =
+        Worker::start_notifying(&settings, config, webhooks_queued).await.context("starting the worker")?;
+    until_shutdown(handle, shutdown).await
 }
 
 /// [`run`] with explicit worker knobs.
@@ -198,7 +232,11 @@ pub async fn run_with(
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut handle = Worker::start(settings, config).await.context("starting the worker")?;
+    let handle = Worker::start(settings, config).await.context("starting the worker")?;
+    until_shutdown(handle, shutdown).await
+}
+
+async fn until_shutdown(mut handle: WorkerHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
     tokio::select! {
         () = shutdown.cancelled() => {
             info!("shutdown requested; draining shards");

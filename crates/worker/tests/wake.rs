@@ -1,0 +1,36 @@
+//! A worker notifies the webhook dispatcher of its process after a commit
+//! that queued webhook deliveries, and only then.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{envelope, escalate, success, until, with_env};
+use tokio::sync::Notify;
+use worker::Worker;
+
+#[tokio::test]
+async fn the_dispatcher_is_woken_after_deliveries_are_queued() {
+    with_env(1, "", |env| async move {
+        let wake = Arc::new(Notify::new());
+        let worker = Worker::start_notifying(&env.settings, env.worker_config(), Some(wake.clone()))
+            .await
+            .expect("starts");
+        until("the worker holds its shard", Duration::from_secs(20), || worker.shards().len() == 1).await;
+
+        // escalate queues widgetEscalate: a wake-up.
+        env.publish(&envelope("conv-w", "e-1", escalate("esc-1"))).await;
+        tokio::time::timeout(Duration::from_secs(10), wake.notified()).await.expect("woken after escalate");
+
+        // The agent connecting only writes to the widget stream: no wake-up.
+        env.publish(&envelope("conv-w", "e-2", success("Ann"))).await;
+        env.wait_for_count("SELECT count(*) FROM events", 2, Duration::from_secs(10)).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), wake.notified()).await.is_err(),
+            "woken by a batch that queued no webhook"
+        );
+        worker.stop().await.expect("stops");
+    })
+    .await;
+}
