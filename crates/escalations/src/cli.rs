@@ -42,6 +42,13 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Events RabbitMQ dead-lettered (undecodable, refused by the store, or over
+    /// the delivery limit): list, replay to their shard queues, purge.
+    DeadEvents {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: DeadEventsAction,
+    },
     /// Conversations: their timelines.
     Conversations {
         /// What to show.
@@ -63,6 +70,33 @@ pub enum TopologyAction {
     Declare,
     /// Delete them all, with their messages. Needs --yes.
     Delete {
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `dead-events` actions.
+#[derive(Debug, Subcommand)]
+pub enum DeadEventsAction {
+    /// List them without consuming them, oldest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Republish every decodable one to its conversation's shard queue (each
+    /// acked only once the broker confirmed its copy). A dry run without --yes.
+    Replay {
+        /// Replay them.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete them all. Needs --yes.
+    Purge {
         /// Confirm the deletion.
         #[arg(long)]
         yes: bool,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod conversations;
+mod dead_events;
 mod dlq;
 mod ops;
 mod shutdown;
@@ -71,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq { action } => {
             let store = ops::connect_store(&settings)?;
             dlq::run(&store, action, &mut std::io::stdout().lock()).await
+        }
+        Command::DeadEvents { action } => {
+            dead_events::run(&settings, action, &mut std::io::stdout().lock()).await
         }
         Command::Conversations { action: ConversationsAction::Show { bot, conversation, json } } => {
             let store = ops::connect_store(&settings)?;
