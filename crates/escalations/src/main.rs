@@ -17,6 +17,7 @@ use cli::{Cli, Command, ConfigAction, ConversationsAction};
 use settings::Settings;
 use shutdown::{shutdown_on_signal, stop_all_after};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,42 +33,17 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Topology { action } => topology::run(&settings, action).await,
         Command::Ingress => ingress::run(settings, shutdown_on_signal()).await,
-        Command::Worker => {
-            let shutdown = shutdown_on_signal();
-            // The worker and the webhook dispatcher: whichever stops first
-            // stops the other. The worker wakes the dispatcher when it has
-            // queued deliveries, so they leave at once, not at the next poll.
-            let wake = Arc::new(Notify::new());
-            let (worker, delivery) = tokio::join!(
-                stop_all_after(
-                    &shutdown,
-                    worker::run_notifying(settings.clone(), shutdown.clone(), Some(wake.clone()))
-                ),
-                stop_all_after(
-                    &shutdown,
-                    delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))
-                ),
-            );
-            worker.and(delivery)
-        }
+        Command::Worker => worker_and_dispatcher(&settings, &shutdown_on_signal()).await,
         Command::All => {
             // The all-in-one mode is for development and small sites: bring the
             // schema up to date first, as `escalations migrate` would.
             ops::migrate(&settings).await?;
             let shutdown = shutdown_on_signal();
-            let wake = Arc::new(Notify::new());
-            let (ingress, worker, delivery) = tokio::join!(
+            let (ingress, workers) = tokio::join!(
                 stop_all_after(&shutdown, ingress::run(settings.clone(), shutdown.clone())),
-                stop_all_after(
-                    &shutdown,
-                    worker::run_notifying(settings.clone(), shutdown.clone(), Some(wake.clone()))
-                ),
-                stop_all_after(
-                    &shutdown,
-                    delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))
-                ),
+                worker_and_dispatcher(&settings, &shutdown),
             );
-            ingress.and(worker).and(delivery)
+            ingress.and(workers)
         }
         Command::Dlq { action } => {
             let store = ops::connect_store(&settings)?;
@@ -84,4 +60,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Shards => ops::shards(&settings).await,
         Command::Config { .. } => Ok(()),
     }
+}
+
+/// The worker and the webhook dispatcher of one process: whichever stops first
+/// stops the other. The worker wakes the dispatcher when it has queued
+/// deliveries, so they leave at once rather than at the next poll.
+async fn worker_and_dispatcher(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let wake = Arc::new(Notify::new());
+    let (worker, delivery) = tokio::join!(
+        stop_all_after(
+            shutdown,
+            worker::run_notifying(settings.clone(), shutdown.clone(), Some(wake.clone()))
+        ),
+        stop_all_after(shutdown, delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))),
+    );
+    worker.and(delivery)
 }
