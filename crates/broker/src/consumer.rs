@@ -52,6 +52,8 @@ pub struct Delivery {
     /// Whether the broker delivered this message before (to this or another
     /// consumer) without it being acked: processing may have happened already.
     pub redelivered: bool,
+    /// The AMQP `reply_to`: where the publisher wants the verdict, if anywhere.
+    pub reply_to: Option<String>,
 }
 
 impl Delivery {
@@ -60,6 +62,7 @@ impl Delivery {
             tag: delivery.delivery_tag,
             message_id: delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned()),
             redelivered: delivery.redelivered,
+            reply_to: delivery.properties.reply_to().as_ref().map(|queue| queue.as_str().to_owned()),
             body: delivery.data,
         }
     }

@@ -29,7 +29,10 @@ pub mod topology;
 
 pub use consumer::{Delivery, ShardConsumer};
 pub use error::{Error, PublishError, Result};
-pub use live::{LIVE_KEYS_PER_MESSAGE, declare_live, live_exchange, live_routing_key, publish_live};
+pub use live::{
+    LIVE_KEYS_PER_MESSAGE, VERDICTS_TYPE, declare_live, live_exchange, live_routing_key, publish_live,
+    publish_reply,
+};
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};
 pub use shard::shard_for;
 pub use topology::Topology;

@@ -100,6 +100,30 @@ pub async fn publish_live<'a>(
     Ok(())
 }
 
+/// The AMQP `type` of a message that answers a `reply_to`: verdicts for the
+/// callers waiting on that ingress instance, not news for its streams.
+pub const VERDICTS_TYPE: &str = "verdicts";
+
+/// Sends `body` (the updates carrying the verdicts) straight to `queue`, an
+/// ingress instance's live queue named in a command's `reply_to`, through
+/// the default exchange: no binding needed. Transient, unconfirmed, and
+/// silently dropped if the queue is gone (its instance reconnected or
+/// stopped; its waiters then read the database).
+///
+/// # Errors
+///
+/// [`Error::InvalidName`] for a name AMQP cannot carry; [`Error::Amqp`] if
+/// the channel is closed.
+pub async fn publish_reply(channel: &Channel, queue: &str, body: &[u8]) -> Result<()> {
+    let queue = name(queue.to_owned())?;
+    let properties = BasicProperties::default().with_delivery_mode(1).with_type(VERDICTS_TYPE.into());
+    channel
+        .basic_publish("".into(), queue, BasicPublishOptions::default(), body, properties)
+        .await
+        .map_err(Error::amqp("publish reply"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

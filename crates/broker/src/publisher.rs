@@ -138,6 +138,9 @@ pub struct OutboundMessage {
     pub received_at: DateTime<Utc>,
     /// The JSON body, published as is.
     pub body: Vec<u8>,
+    /// The AMQP `reply_to`: a queue that wants the worker's verdict on this
+    /// event (the publishing ingress instance's live queue), if any.
+    pub reply_to: Option<String>,
     /// `shard_for(bot_id, conversation_id, topology.shards)`.
     pub shard: u16,
 }
@@ -330,7 +333,7 @@ fn properties(msg: &OutboundMessage, message_id: ShortString) -> BasicProperties
     ] {
         headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
     }
-    BasicProperties::default()
+    let properties = BasicProperties::default()
         // 2 = persistent. Quorum queues persist everything anyway; this keeps
         // the message persistent if it is ever dead-lettered elsewhere.
         .with_delivery_mode(2)
@@ -338,7 +341,11 @@ fn properties(msg: &OutboundMessage, message_id: ShortString) -> BasicProperties
         .with_message_id(message_id)
         // AMQP timestamps are whole seconds; pre-1970 cannot happen here.
         .with_timestamp(u64::try_from(msg.received_at.timestamp()).unwrap_or(0))
-        .with_headers(headers)
+        .with_headers(headers);
+    match msg.reply_to.as_deref().and_then(|queue| ShortString::try_new(queue).ok()) {
+        Some(queue) => properties.with_reply_to(queue),
+        None => properties,
+    }
 }
 
 #[cfg(test)]
@@ -367,6 +374,7 @@ mod tests {
             received_at,
             body: b"{}".to_vec(),
             shard: 0,
+            reply_to: None,
         };
         let p = properties(&msg, "evt-1".into());
         assert_eq!(p.delivery_mode(), &Some(2));

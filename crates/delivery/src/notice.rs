@@ -47,6 +47,7 @@ pub async fn publish_undeliverable(publisher: Option<&Publisher>, delivery: &Cla
         received_at: envelope.received_at,
         body: envelope.to_bytes(),
         shard: shard_for(bot, conversation, publisher.topology().shards),
+        reply_to: None,
     };
     publisher.publish(&message).await?;
     Ok(())

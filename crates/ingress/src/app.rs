@@ -118,6 +118,16 @@ impl AppState {
     /// be lost). Events of one conversation go to one queue over one channel,
     /// so they are stored in the order their publishes were confirmed.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), ApiError> {
+        self.publish_replying(envelope, None).await
+    }
+
+    /// [`AppState::publish`], naming `reply_to` as the queue the worker sends
+    /// the verdict to (see [`crate::LiveHub::expect_verdict`]).
+    pub async fn publish_replying(
+        &self,
+        envelope: &Envelope,
+        reply_to: Option<String>,
+    ) -> Result<(), ApiError> {
         let bot_id = envelope.bot_id.as_str();
         let conversation_id = envelope.conversation_id.as_str();
         let message = OutboundMessage {
@@ -128,6 +138,7 @@ impl AppState {
             received_at: envelope.received_at,
             body: envelope.to_bytes(),
             shard: shard_for(bot_id, conversation_id, self.0.settings.broker.shards),
+            reply_to,
         };
         self.0.publisher.publish(&message).await.map_err(ApiError::broker)
     }

@@ -31,7 +31,7 @@ pub mod token;
 
 pub use app::{AppState, router};
 pub use error::{ApiError, Error};
-pub use live::LiveHub;
+pub use live::{LiveHub, VerdictWaiter};
 pub use rate_limit::{RateLimiter, Scope};
 pub use server::{publisher_config, run, serve};
 pub use token::{IssuedToken, WidgetClaims, WidgetTokens};

@@ -35,9 +35,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use broker::live_exchange;
 use domain::live::LiveUpdate;
+use domain::{Phase, Verdict};
 use lapin::types::ShortString;
 use metrics::counter;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
@@ -78,6 +79,11 @@ struct Hub {
     installed: watch::Sender<u64>,
     /// Cancelled when the last handle goes: the supervisor closes and ends.
     shutdown: CancellationToken,
+    /// The installed session's queue: the `reply_to` of commands whose
+    /// verdict someone here waits for.
+    reply_queue: Mutex<String>,
+    /// Those waiters, by event id; the worker's reply resolves them.
+    waiters: Mutex<HashMap<String, oneshot::Sender<(Verdict, Phase)>>>,
 }
 
 struct Entry {
@@ -121,6 +127,8 @@ impl LiveHub {
             bindings: tokio::sync::Mutex::new(session.clone()),
             installed: watch::Sender::new(session.generation),
             shutdown: CancellationToken::new(),
+            reply_queue: Mutex::new(session.queue_name().to_owned()),
+            waiters: Mutex::new(HashMap::new()),
         }));
         let supervisor = Supervisor {
             // A weak handle: the task must not keep the hub (and its queue) alive.
@@ -132,6 +140,19 @@ impl LiveHub {
         let span = info_span!("live", %prefix);
         tokio::spawn(supervisor.run(session, consumer).instrument(span));
         Ok(hub)
+    }
+
+    /// Registers a wait for `event_id`'s verdict, to be published with the
+    /// returned waiter's [`VerdictWaiter::queue`] as its `reply_to`: the
+    /// worker then sends the verdict straight to this instance's queue, with
+    /// no binding (unlike [`LiveHub::subscribe`]). While the hub is
+    /// reconnecting the queue named may be gone; the reply is then lost and
+    /// the caller reads the event log when its wait ends.
+    pub fn expect_verdict(&self, event_id: &str) -> VerdictWaiter {
+        let queue = self.0.reply_queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (sender, receiver) = oneshot::channel();
+        self.0.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(event_id.to_owned(), sender);
+        VerdictWaiter { hub: self.clone(), event_id: event_id.to_owned(), queue, receiver }
     }
 
     /// Subscribes to one conversation's updates; returns once the binding is
@@ -215,6 +236,7 @@ impl Hub {
             session.bind(&self.exchange, key, true).await.context("re-binding a live conversation")?;
         }
         *current = session.clone();
+        *self.reply_queue.lock().unwrap_or_else(PoisonError::into_inner) = session.queue_name().to_owned();
         self.installed.send_replace(session.generation);
         // After binding: anything committed before now is in the database.
         let map = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -227,7 +249,7 @@ impl Hub {
     /// Hands one message's updates to their conversations' subscribers, if
     /// any. The body is one conversation's update, or a JSON array of them
     /// (a committed batch published as one message for all its conversations).
-    fn dispatch(&self, body: &[u8]) {
+    fn dispatch(&self, body: &[u8], reply: bool) {
         let batch = body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[');
         let decoded = if batch {
             serde_json::from_slice::<Vec<LiveUpdate>>(body)
@@ -242,6 +264,20 @@ impl Hub {
                 return;
             }
         };
+        if reply {
+            // Verdicts for this instance's waiters, not news for its streams
+            // (which get the same batch through their bindings).
+            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+            for update in &updates {
+                for verdict in &update.verdicts {
+                    if let Some(waiter) = waiters.remove(verdict.event_id.as_str()) {
+                        let _ = waiter.send((verdict.verdict, update.phase));
+                        counter!("ingress_live_messages_total", "outcome" => "verdict").increment(1);
+                    }
+                }
+            }
+            return;
+        }
         let map = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
         for update in updates {
             // The routing key is a hash, so the ids in the body decide.
@@ -258,6 +294,35 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A wait for one event's verdict; see [`LiveHub::expect_verdict`].
+#[derive(Debug)]
+pub struct VerdictWaiter {
+    hub: LiveHub,
+    event_id: String,
+    queue: String,
+    receiver: oneshot::Receiver<(Verdict, Phase)>,
+}
+
+impl VerdictWaiter {
+    /// The queue to name as the command's `reply_to`.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The verdict and the phase after it, if the worker's reply comes within
+    /// `wait` (it does not when this instance reconnected meanwhile: the
+    /// caller then reads the event log).
+    pub async fn wait(mut self, wait: Duration) -> Option<(Verdict, Phase)> {
+        tokio::time::timeout(wait, &mut self.receiver).await.ok()?.ok()
+    }
+}
+
+impl Drop for VerdictWaiter {
+    fn drop(&mut self) {
+        self.hub.0.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.event_id);
     }
 }
 

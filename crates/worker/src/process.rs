@@ -13,10 +13,12 @@
 //! redelivers work whose effects may already be committed, and the batch's
 //! dedupe on recorded event ids turns that replay into `duplicate`s.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use broker::{Delivery, ShardConsumer};
 use chrono::{DateTime, Utc};
+use domain::live::LiveUpdate;
 use domain::{Envelope, Input, Verdict};
 use metrics::{counter, histogram};
 use tokio_util::sync::CancellationToken;
@@ -53,11 +55,13 @@ pub(crate) async fn settle_batch(
 ) -> Result<Settled> {
     let mut tags = Vec::with_capacity(deliveries.len());
     let mut envelopes = Vec::with_capacity(deliveries.len());
+    let mut replies = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match Envelope::from_bytes(&delivery.body) {
             Ok(envelope) => {
                 tags.push(delivery.tag);
                 envelopes.push(envelope);
+                replies.push(delivery.reply_to);
             }
             Err(problem) => {
                 error!(
@@ -74,7 +78,7 @@ pub(crate) async fn settle_batch(
     }
     let Some(&last_tag) = tags.last() else { return Ok(Settled::Done) };
 
-    match apply_with_retries(ctx, &envelopes, abort).await {
+    match apply_with_retries(ctx, &envelopes, &replies, abort).await {
         Applied::Committed => {
             consumer.ack_through(last_tag).await?;
             Ok(Settled::Done)
@@ -86,7 +90,7 @@ pub(crate) async fn settle_batch(
                 error = %problem,
                 "the store refused the batch with a permanent error; applying its events one by one"
             );
-            apply_one_by_one(ctx, consumer, &tags, &envelopes, abort).await
+            apply_one_by_one(ctx, consumer, &tags, &envelopes, &replies, abort).await
         }
     }
 }
@@ -101,7 +105,13 @@ enum Applied {
 
 /// Applies `envelopes` in one transaction, retrying transient store errors
 /// with backoff until it commits, fails permanently, or `abort` fires.
-async fn apply_with_retries(ctx: &Context, envelopes: &[Envelope], abort: &CancellationToken) -> Applied {
+/// `replies` holds each envelope's `reply_to`.
+async fn apply_with_retries(
+    ctx: &Context,
+    envelopes: &[Envelope],
+    replies: &[Option<String>],
+    abort: &CancellationToken,
+) -> Applied {
     let mut attempt: u32 = 0;
     loop {
         let started = Instant::now();
@@ -115,6 +125,9 @@ async fn apply_with_retries(ctx: &Context, envelopes: &[Envelope], abort: &Cance
                     && let Some(dispatcher) = &ctx.webhooks_queued
                 {
                     dispatcher.notify_one();
+                }
+                for (queue, updates) in answers(envelopes, replies, &outcome.live) {
+                    ctx.live.reply(queue, updates);
                 }
                 ctx.live.publish(outcome.live);
                 return Applied::Committed;
@@ -147,11 +160,13 @@ async fn apply_one_by_one(
     consumer: &ShardConsumer,
     tags: &[u64],
     envelopes: &[Envelope],
+    replies: &[Option<String>],
     abort: &CancellationToken,
 ) -> Result<Settled> {
     let mut committed_through = None;
-    for (tag, envelope) in tags.iter().zip(envelopes) {
-        match apply_with_retries(ctx, std::slice::from_ref(envelope), abort).await {
+    for ((tag, envelope), reply) in tags.iter().zip(envelopes).zip(replies) {
+        let (one, reply) = (std::slice::from_ref(envelope), std::slice::from_ref(reply));
+        match apply_with_retries(ctx, one, reply, abort).await {
             Applied::Committed => committed_through = Some(*tag),
             Applied::Aborted => {
                 // Ack what was committed so it is not redelivered needlessly.
@@ -182,6 +197,30 @@ async fn apply_one_by_one(
         consumer.ack_through(tag).await?;
     }
     Ok(Settled::Done)
+}
+
+/// For each queue named in a `reply_to`, the batch's updates of the
+/// conversations whose commands named it (which carry those commands' verdicts).
+fn answers(
+    envelopes: &[Envelope],
+    replies: &[Option<String>],
+    live: &[LiveUpdate],
+) -> BTreeMap<String, Vec<LiveUpdate>> {
+    let mut answers: BTreeMap<String, Vec<LiveUpdate>> = BTreeMap::new();
+    for (envelope, reply) in envelopes.iter().zip(replies) {
+        let Some(queue) = reply else { continue };
+        let Some(update) = live
+            .iter()
+            .find(|u| u.bot_id == envelope.bot_id && u.conversation_id == envelope.conversation_id)
+        else {
+            continue;
+        };
+        let updates = answers.entry(queue.clone()).or_default();
+        if !updates.iter().any(|u| u.bot_id == update.bot_id && u.conversation_id == update.conversation_id) {
+            updates.push(update.clone());
+        }
+    }
+    answers
 }
 
 /// The time the state machine sees for a batch: the clock, but never before

@@ -37,6 +37,7 @@ pub fn outbound_message(envelope: &Envelope, shards: u16) -> OutboundMessage {
         received_at: envelope.received_at,
         body: envelope.to_bytes(),
         shard: shard_for(envelope.bot_id.as_str(), envelope.conversation_id.as_str(), shards),
+        reply_to: None,
     }
 }
 

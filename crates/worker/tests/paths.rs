@@ -146,6 +146,7 @@ async fn poison_is_dead_lettered_and_the_rest_of_its_batch_applied() {
             received_at: chrono::Utc::now(),
             body: b"{not an envelope".to_vec(),
             shard: 0,
+            reply_to: None,
         };
         env.publisher.publish(&garbage).await.expect("publish garbage");
         // Decodes, but PostgreSQL refuses a NUL character in JSONB: a

@@ -63,6 +63,7 @@ pub fn message(topology: &Topology, bot: &str, conversation: &str, n: usize) -> 
         received_at: Utc::now(),
         body: format!(r#"{{"n":{n}}}"#).into_bytes(),
         shard: shard_for(bot, conversation, topology.shards),
+        reply_to: None,
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use broker::{declare_live, live_routing_key};
+use broker::{VERDICTS_TYPE, declare_live, live_routing_key};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -49,6 +49,12 @@ pub(super) struct Session {
 }
 
 impl Session {
+    /// The name of its queue: where workers send the verdicts this instance
+    /// waits for (`reply_to`).
+    pub(super) fn queue_name(&self) -> &str {
+        self.queue.as_str()
+    }
+
     /// Connects, declares the exchange and a new exclusive, auto-delete queue
     /// and starts consuming it (no-ack: a lost message is filled from the database).
     pub(super) async fn open(
@@ -173,7 +179,10 @@ impl Supervisor {
             tokio::select! {
                 () = self.shutdown.cancelled() => return None,
                 delivery = consumer.next() => match delivery {
-                    Some(Ok(delivery)) => self.hub.upgrade()?.dispatch(&delivery.data),
+                    Some(Ok(delivery)) => {
+                        let reply = delivery.properties.kind().as_ref().is_some_and(|kind| kind.as_str() == VERDICTS_TYPE);
+                        self.hub.upgrade()?.dispatch(&delivery.data, reply);
+                    }
                     Some(Err(error)) => return Some(format!("the consumer failed: {error}")),
                     None => return Some("the broker cancelled the consumer".to_owned()),
                 },

@@ -101,7 +101,7 @@ pub async fn wait_for(
 }
 
 /// `event_id`'s verdict and the phase after it, if the event log has them.
-async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option<(Verdict, Phase)> {
+pub async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option<(Verdict, Phase)> {
     let store = app.store().ok()?;
     let record = store.event(bot, event_id).await.ok()??;
     Some((record.verdict, record.phase_after))

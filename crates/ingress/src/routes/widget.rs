@@ -66,9 +66,10 @@ async fn live_escalation_id(
 /// If an escalation is already live, the worker treats this as idempotent
 /// (SPEC §5) and keeps the live one, so the answer must name that one, not
 /// the id proposed here. The ingress therefore waits (at most
-/// [`ESCALATE_VERDICT_WAIT`]) for the worker's verdict, as `Prefer: wait`
-/// does: `duplicate` means "already live", and the conversation's stored
-/// escalation id is answered. Without a verdict in time (or without a live
+/// [`ESCALATE_VERDICT_WAIT`]) for the worker's verdict, which the worker
+/// sends straight to this instance's live queue (the command's `reply_to`;
+/// no binding needed): `duplicate` means "already live", and the
+/// conversation's stored escalation id is answered. Without a verdict in time (or without a live
 /// hub), the proposed id is answered, as it is the one the worker applies
 /// unless an escalation was live.
 #[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
@@ -99,8 +100,8 @@ pub async fn escalate(
     let escalation_id = proposed.clone();
     let bot_id = bot_id_of(bot)?;
     let now = Utc::now();
-    // Subscribed before publishing, so the verdict cannot slip by unseen.
-    let subscription = verdict::subscribe(&app, &bot_id, &conversation).await;
+    // Registered before publishing, so the verdict cannot slip by unseen.
+    let waiter = app.live().ok().map(|hub| hub.expect_verdict(event_id.as_str()));
     let envelope = Envelope {
         bot_id: bot_id.clone(),
         conversation_id: conversation.clone(),
@@ -115,19 +116,20 @@ pub async fn escalate(
             },
         },
     };
-    app.publish(&envelope).await?;
-    let escalation_id = match subscription {
-        Some(subscription) => {
-            let decided =
-                verdict::wait_for(&app, subscription, &bot_id, &event_id, ESCALATE_VERDICT_WAIT).await;
-            match decided {
-                Some((Verdict::Duplicate, _)) => live_escalation_id(&app, &bot_id, &conversation).await,
-                _ => None,
-            }
-            .unwrap_or(proposed)
-        }
-        None => proposed,
+    app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
+    let decided = match waiter {
+        Some(waiter) => match waiter.wait(ESCALATE_VERDICT_WAIT).await {
+            Some(decided) => Some(decided),
+            // The reply was lost (the hub reconnected): the event log may know.
+            None => verdict::recorded(&app, &bot_id, &event_id).await,
+        },
+        None => None,
     };
+    let escalation_id = match decided {
+        Some((Verdict::Duplicate, _)) => live_escalation_id(&app, &bot_id, &conversation).await,
+        _ => None,
+    }
+    .unwrap_or(proposed);
 
     let issued = app.tokens().issue(&bot_id, &conversation, now);
     Ok(Json(Escalated { escalation_id, widget_token: issued.token, expires_at: rfc3339(issued.expires_at) }))
