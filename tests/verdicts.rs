@@ -1,5 +1,6 @@
 //! `Prefer: wait=N` end to end (SPEC §2): the agent API answers with the
-//! worker's verdict, carried back on the live fan-out.
+//! worker's verdict, which the worker sends straight to the ingress's live
+//! queue (the command's `reply_to`).
 
 use e2e::System;
 use serde_json::json;
@@ -36,6 +37,18 @@ async fn a_waiting_caller_gets_the_verdict() {
     );
     let (status, body) = sys.agent_waiting(message, 5).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "{body}");
+
+    // Two requests for one event at once: both hear of it, quickly.
+    let same =
+        json!({"eventType": "message", "platformConversationId": conv, "text": "twice", "eventId": "w-2"});
+    let started = std::time::Instant::now();
+    let ((a, body_a), (b, body_b)) =
+        tokio::join!(sys.agent_waiting(same.clone(), 5), sys.agent_waiting(same, 5));
+    assert_eq!((a, b), (200, 200), "{body_a} {body_b}");
+    for body in [&body_a, &body_b] {
+        assert!(matches!(body["status"].as_str(), Some("applied" | "duplicate")), "{body}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered by the reply, not the timeout");
 
     // Without the preference: the plain acknowledgement, as before.
     let (status, body) =

@@ -1,11 +1,17 @@
 //! [`LiveHub`]: this ingress instance's end of the live fan-out (SPEC §3).
 //!
 //! One exclusive, auto-delete queue per instance, bound to the live exchange
-//! only for the conversations that have at least one open stream (or
-//! `Prefer: wait` caller) here, so the instance receives only what someone
-//! is waiting for. Bindings are reference-counted; the consumer hands each
-//! message to the conversation's in-process broadcast channel as a
-//! [`LiveSignal::Update`].
+//! only for the conversations that have at least one open stream here, so the
+//! instance receives only what someone is waiting for. Bindings are
+//! reference-counted; the consumer hands each message to the conversation's
+//! in-process broadcast channel as a [`LiveSignal::Update`].
+//!
+//! The same queue takes verdicts: a request that waits for its event's
+//! verdict (`Prefer: wait`, `escalate`) registers with
+//! [`LiveHub::expect_verdict`] and publishes the event with the queue's name
+//! as `reply_to`; the worker sends the verdict straight there after its
+//! commit (type `verdicts`), through the default exchange, so no binding is
+//! made for it.
 //!
 //! Binding happens before [`LiveHub::subscribe`] returns, so a caller that
 //! subscribes first and reads the database afterwards cannot miss an event
@@ -53,6 +59,9 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 type Key = (String, String);
 
+/// One registered wait for a verdict: its number and where the verdict goes.
+type Waiting = (u64, oneshot::Sender<(Verdict, Phase)>);
+
 /// What a subscriber hears about its conversation.
 #[derive(Debug, Clone)]
 pub enum LiveSignal {
@@ -82,8 +91,11 @@ struct Hub {
     /// The installed session's queue: the `reply_to` of commands whose
     /// verdict someone here waits for.
     reply_queue: Mutex<String>,
-    /// Those waiters, by event id; the worker's reply resolves them.
-    waiters: Mutex<HashMap<String, oneshot::Sender<(Verdict, Phase)>>>,
+    /// Those waiters, by event id (several requests may wait for one event),
+    /// each with its number; the worker's reply resolves them.
+    waiters: Mutex<HashMap<String, Vec<Waiting>>>,
+    /// The number of the next waiter.
+    next_waiter: std::sync::atomic::AtomicU64,
 }
 
 struct Entry {
@@ -129,6 +141,7 @@ impl LiveHub {
             shutdown: CancellationToken::new(),
             reply_queue: Mutex::new(session.queue_name().to_owned()),
             waiters: Mutex::new(HashMap::new()),
+            next_waiter: std::sync::atomic::AtomicU64::new(0),
         }));
         let supervisor = Supervisor {
             // A weak handle: the task must not keep the hub (and its queue) alive.
@@ -151,8 +164,10 @@ impl LiveHub {
     pub fn expect_verdict(&self, event_id: &str) -> VerdictWaiter {
         let queue = self.0.reply_queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (sender, receiver) = oneshot::channel();
-        self.0.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(event_id.to_owned(), sender);
-        VerdictWaiter { hub: self.clone(), event_id: event_id.to_owned(), queue, receiver }
+        let number = self.0.next_waiter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut waiters = self.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        waiters.entry(event_id.to_owned()).or_default().push((number, sender));
+        VerdictWaiter { hub: self.clone(), event_id: event_id.to_owned(), number, queue, receiver }
     }
 
     /// Subscribes to one conversation's updates; returns once the binding is
@@ -270,7 +285,7 @@ impl Hub {
             let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
             for update in &updates {
                 for verdict in &update.verdicts {
-                    if let Some(waiter) = waiters.remove(verdict.event_id.as_str()) {
+                    for (_, waiter) in waiters.remove(verdict.event_id.as_str()).unwrap_or_default() {
                         let _ = waiter.send((verdict.verdict, update.phase));
                         counter!("ingress_live_messages_total", "outcome" => "verdict").increment(1);
                     }
@@ -302,6 +317,7 @@ impl Drop for Hub {
 pub struct VerdictWaiter {
     hub: LiveHub,
     event_id: String,
+    number: u64,
     queue: String,
     receiver: oneshot::Receiver<(Verdict, Phase)>,
 }
@@ -322,7 +338,13 @@ impl VerdictWaiter {
 
 impl Drop for VerdictWaiter {
     fn drop(&mut self) {
-        self.hub.0.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.event_id);
+        let mut waiters = self.hub.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = waiters.get_mut(&self.event_id) {
+            list.retain(|(number, _)| *number != self.number);
+            if list.is_empty() {
+                waiters.remove(&self.event_id);
+            }
+        }
     }
 }
 

@@ -56,15 +56,15 @@ pub async fn send_message_to_widget(
         },
     };
     let wait = verdict::requested_wait(&headers, app.settings().http.verdict_wait_max_secs);
-    // Subscribed before publishing, so the verdict cannot arrive unseen.
+    // Registered before publishing, so the verdict cannot arrive unseen.
     let waiter = match wait {
-        Some(_) => verdict::subscribe(&app, &envelope.bot_id, &envelope.conversation_id).await,
+        Some(_) => app.live().ok().map(|hub| hub.expect_verdict(event_id.as_str())),
         None => None,
     };
-    app.publish(&envelope).await?;
+    app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
     match (waiter, wait) {
-        (Some(subscription), Some(wait)) => {
-            Ok(verdict::await_verdict(&app, subscription, &envelope.bot_id, &event_id, wait).await)
+        (Some(waiter), Some(wait)) => {
+            Ok(verdict::await_verdict(&app, waiter, &envelope.bot_id, &event_id, wait).await)
         }
         _ => Ok(Json(Accepted::new(event_id)).into_response()),
     }

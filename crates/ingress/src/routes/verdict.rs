@@ -1,28 +1,27 @@
 //! `Prefer: wait=N` on `send-message-to-widget` (SPEC §2): answer with the
 //! worker's verdict instead of a bare `accepted`.
 //!
-//! The caller subscribes to the conversation's live updates *before* the
-//! event is published, so the worker's announcement (which follows its
-//! commit) cannot slip by unseen. Then: `200 {"status":"applied"|"duplicate"|
-//! "ignored"}` or `409 {"error": CODE, "currentState": phase}`; when no
-//! verdict came within `N` seconds (or a live message was lost), the event
-//! log is checked once, and failing that `202 {"status":"accepted"}`: the
-//! event is safe with the broker and will be decided. When the live hub
-//! reconnected meanwhile (its messages in the gap are lost), the event log is
-//! checked at once, and if it has no verdict yet the wait goes on.
+//! The caller registers a wait for the event's verdict *before* the event is
+//! published with this instance's live queue as its `reply_to`; after its
+//! commit, the worker sends the verdict straight to that queue (no binding,
+//! so waiting costs the broker nothing per conversation). Then: `200
+//! {"status":"applied"|"duplicate"|"ignored"}` or `409 {"error": CODE,
+//! "currentState": phase}`; when no verdict came within `N` seconds (or the
+//! reply was lost because the live hub reconnected), the event log is checked
+//! once, and failing that `202 {"status":"accepted"}`: the event is safe with
+//! the broker and will be decided.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::live::LiveUpdate;
-use domain::{BotId, ConversationId, EventId, Phase, Verdict};
+use domain::{BotId, EventId, Phase, Verdict};
 use serde_json::json;
 
 use super::query::verdict_parts;
 use crate::app::AppState;
-use crate::live::{LiveSignal, Subscription};
+use crate::live::VerdictWaiter;
 
 /// How long the caller asked to wait, clamped to `http.verdict_wait_max_secs`
 /// (and to 10 s); `None` without a `wait` preference.
@@ -41,63 +40,25 @@ pub fn requested_wait(headers: &HeaderMap, max_secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// Subscribes for a waiting caller; `None` (answer without waiting) if this
-/// ingress has no live hub or the broker refused.
-pub async fn subscribe(app: &AppState, bot: &BotId, conversation: &ConversationId) -> Option<Subscription> {
-    let hub = app.live().ok()?;
-    match hub.subscribe(bot.as_str(), conversation.as_str()).await {
-        Ok(subscription) => Some(subscription),
-        Err(error) => {
-            tracing::warn!(%error, "cannot wait for a verdict; answering accepted");
-            None
-        }
-    }
-}
-
 /// Waits up to `wait` for `event_id`'s verdict and renders the answer.
 pub async fn await_verdict(
     app: &AppState,
-    subscription: Subscription,
+    waiter: VerdictWaiter,
     bot: &BotId,
     event_id: &EventId,
     wait: Duration,
 ) -> Response {
-    match wait_for(app, subscription, bot, event_id, wait).await {
+    let decided = match waiter.wait(wait).await {
+        Some(decided) => Some(decided),
+        // Not in time, or the reply was lost (the hub reconnected meanwhile):
+        // decided by now means in the event log.
+        None => recorded(app, bot, event_id).await,
+    };
+    match decided {
         Some((verdict, phase)) => render(event_id, verdict, phase),
         None => (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "eventId": event_id.as_str()})))
             .into_response(),
     }
-}
-
-/// Waits up to `wait` for `event_id`'s verdict and the conversation's phase
-/// after it; `None` if it was not decided in time.
-pub async fn wait_for(
-    app: &AppState,
-    mut subscription: Subscription,
-    bot: &BotId,
-    event_id: &EventId,
-    wait: Duration,
-) -> Option<(Verdict, Phase)> {
-    let deadline = tokio::time::Instant::now() + wait;
-    // Ends when lagging, closed or out of time: then the event log may know.
-    while let Ok(Ok(signal)) = tokio::time::timeout_at(deadline, subscription.receiver.recv()).await {
-        match signal {
-            LiveSignal::Update(update) => {
-                if let Some(found) = find(&update, event_id) {
-                    return Some(found);
-                }
-            }
-            // The hub reconnected and the verdict's message may be lost:
-            // decided by now means in the event log; if not, it comes live.
-            LiveSignal::Resync => {
-                if let Some(found) = recorded(app, bot, event_id).await {
-                    return Some(found);
-                }
-            }
-        }
-    }
-    drop(subscription);
-    recorded(app, bot, event_id).await
 }
 
 /// `event_id`'s verdict and the phase after it, if the event log has them.
@@ -105,10 +66,6 @@ pub async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option
     let store = app.store().ok()?;
     let record = store.event(bot, event_id).await.ok()??;
     Some((record.verdict, record.phase_after))
-}
-
-fn find(update: &LiveUpdate, event_id: &EventId) -> Option<(Verdict, Phase)> {
-    update.verdicts.iter().find(|v| &v.event_id == event_id).map(|v| (v.verdict, update.phase))
 }
 
 fn render(event_id: &EventId, verdict: Verdict, phase: Phase) -> Response {
