@@ -148,6 +148,7 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let tasks = TaskTracker::new();
         let mut backoff = self.poll_interval;
+        let mut unconfigured = Unconfigured::default();
         info!(claimer = %self.shared.claimer, bots = self.targets.len(), "webhook dispatcher started");
         loop {
             let claimed = match self.claim_round(&tasks).await {
@@ -161,6 +162,7 @@ impl Dispatcher {
                     0
                 }
             };
+            unconfigured.report_if_due(&self.shared.store, &self.targets).await;
             if claimed == 0 {
                 self.refresh_gauges();
                 tokio::select! {
@@ -226,6 +228,52 @@ impl Dispatcher {
             if let Some((_, endpoint)) = &target.endpoint {
                 endpoint.publish_state(endpoint.state(now));
             }
+        }
+    }
+}
+
+/// How often pending deliveries of bots missing from the configuration are
+/// counted and reported.
+const UNCONFIGURED_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// The report of pending deliveries no dispatcher here will claim: their bot
+/// was removed from the configuration (or is configured only elsewhere, as
+/// during a rolling change). They stay pending, in order, until the bot is
+/// configured again; a warning and a gauge per bot make them visible.
+#[derive(Default)]
+struct Unconfigured {
+    last: Option<std::time::Instant>,
+    /// Bots reported last time, so a gauge drops to 0 when they are gone.
+    reported: Vec<String>,
+}
+
+impl Unconfigured {
+    async fn report_if_due(&mut self, store: &Store, targets: &HashMap<String, Arc<Target>>) {
+        if self.last.is_some_and(|last| last.elapsed() < UNCONFIGURED_REPORT_EVERY) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        let configured: Vec<&str> = targets.keys().map(String::as_str).collect();
+        let pending = match store.pending_of_other_bots(&configured).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                warn!(error = %error_chain(&error), "counting deliveries of unconfigured bots failed");
+                return;
+            }
+        };
+        for bot in self.reported.drain(..) {
+            if !pending.iter().any(|(b, _)| *b == bot) {
+                metrics::gauge!(crate::metrics::UNCONFIGURED_PENDING, "bot" => bot).set(0.0);
+            }
+        }
+        for (bot, count) in pending {
+            warn!(
+                bot_id = %bot,
+                pending = count,
+                "webhook deliveries of a bot missing from the configuration wait, unsent, until it is configured again"
+            );
+            metrics::gauge!(crate::metrics::UNCONFIGURED_PENDING, "bot" => bot.clone()).set(count as f64);
+            self.reported.push(bot);
         }
     }
 }

@@ -16,12 +16,16 @@ pub const LATENCY_SECONDS: &str = "escalations_webhook_latency_seconds";
 /// Breaker state of each bot's endpoint: 0 closed, 1 half-open, 2 open.
 pub const ENDPOINT_STATE: &str = "escalations_webhook_endpoint_state";
 
+/// Pending deliveries of a bot that is not configured here (never claimed).
+pub const UNCONFIGURED_PENDING: &str = "escalations_webhook_unconfigured_pending";
+
 /// Registers descriptions and units with the installed recorder.
 pub fn describe_metrics() {
     describe_counter!(ATTEMPTS_TOTAL, "Webhook delivery attempts, by event type and outcome.");
     describe_counter!(DEAD_LETTERS_TOTAL, "Webhook deliveries dead-lettered, by reason.");
     describe_histogram!(LATENCY_SECONDS, Unit::Seconds, "Webhook attempt latency, to response or failure.");
     describe_gauge!(ENDPOINT_STATE, "Circuit breaker of a bot's endpoint: 0 closed, 1 half-open, 2 open.");
+    describe_gauge!(UNCONFIGURED_PENDING, "Pending deliveries of a bot missing from the configuration.");
 }
 
 /// `delivered`, `http_4xx`, `http_5xx`, `http_other`, `timeout`,

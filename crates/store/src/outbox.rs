@@ -169,6 +169,21 @@ impl RowUpdate {
 }
 
 impl Store {
+    /// Pending deliveries of bots not in `configured`, counted per bot: a
+    /// dispatcher never claims them, so they wait until their bot is
+    /// configured again. The dispatcher reports them.
+    pub async fn pending_of_other_bots(&self, configured: &[&str]) -> Result<Vec<(String, i64)>> {
+        let rows = self
+            .query(
+                "SELECT bot_id, count(*) FROM {schema}.webhook_deliveries
+                 WHERE status = 'pending' AND bot_id <> ALL($1::text[])
+                 GROUP BY bot_id ORDER BY bot_id",
+                &[&configured],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
     /// Claims up to `cap` due deliveries of each `(bot, cap)` in `caps`, for
     /// `lease`. Only a conversation's lowest pending sequence is due (head of
     /// line: order per conversation); delivered, dead and skipped rows do not

@@ -140,3 +140,25 @@ async fn a_configured_wake_starts_a_claim_round_before_the_next_poll() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn deliveries_of_an_unconfigured_bot_stay_pending_and_are_counted() {
+    with_store(|store| async move {
+        let receiver = Receiver::start().await;
+        receiver.always(200);
+        let settings = settings(vec![bot("kept", &receiver.url(), &[secret(1)])]);
+        let (kept, gone) = (key("kept", "c"), key("removed", "c"));
+        insert(&store, &[(kept.clone(), message(1, "x")), (gone.clone(), message(1, "y"))]).await;
+        let running = start(&settings, &store, None, fast_config());
+        eventually(Duration::from_secs(10), "the configured bot's delivery", || async {
+            statuses(&store, &kept).await == ["delivered"]
+        })
+        .await;
+        running.stop().await;
+        assert_eq!(statuses(&store, &gone).await, ["pending"], "never claimed, never dropped");
+        let counted = store.pending_of_other_bots(&["kept"]).await.expect("count");
+        assert_eq!(counted, [("removed".to_owned(), 1)]);
+        assert!(store.pending_of_other_bots(&["kept", "removed"]).await.expect("count").is_empty());
+    })
+    .await;
+}
