@@ -28,6 +28,10 @@ pub struct HttpConfig {
     /// Seconds between heartbeat comments on widget streams (SPEC §3), so proxies keep idle
     /// streams open. Default 15. At least 1.
     pub sse_heartbeat_secs: u64,
+    /// Milliseconds `escalate` waits for the worker's verdict, so that escalating while an
+    /// escalation is live answers with the live escalation's id (SPEC §5). Default 2000.
+    /// 0 answers at once with the proposed id, which is then wrong in that case.
+    pub escalate_wait_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -38,6 +42,7 @@ impl Default for HttpConfig {
             shutdown_grace_secs: 10,
             verdict_wait_max_secs: 10,
             sse_heartbeat_secs: 15,
+            escalate_wait_ms: 2000,
         }
     }
 }

@@ -124,6 +124,9 @@ pub(crate) fn settings(s: &Settings, url_errors: Vec<Option<String>>) -> Problem
     let mut c = Checker(Vec::new());
 
     c.at_least_one("http.body_limit_bytes", s.http.body_limit_bytes as u64);
+    if s.http.escalate_wait_ms > 10_000 {
+        c.fail("http.escalate_wait_ms", "must be at most 10000 (10 s)");
+    }
 
     check_url(&mut c, "broker.url", &s.broker.url, &["amqp", "amqps"]);
     let prefix = &s.broker.prefix;

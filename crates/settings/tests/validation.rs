@@ -36,6 +36,7 @@ fn assert_problem(toml: &str, key: &str, fragment: &str) {
 fn service_sections_are_checked_by_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("[http]\nbody_limit_bytes = 0", "http.body_limit_bytes", "at least 1"),
+        ("[http]\nescalate_wait_ms = 10001", "http.escalate_wait_ms", "at most 10000"),
         ("[broker]\nshards = 0", "broker.shards", "between 1 and 1024"),
         ("[broker]\nshards = 1025", "broker.shards", "between 1 and 1024"),
         ("[broker]\nprefix = \"\"", "broker.prefix", "[A-Za-z0-9._-]"),

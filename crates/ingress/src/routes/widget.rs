@@ -39,9 +39,6 @@ pub struct Escalated {
     pub expires_at: String,
 }
 
-/// How long `escalate` waits for the worker's verdict (see [`escalate`]).
-pub const ESCALATE_VERDICT_WAIT: Duration = Duration::from_secs(5);
-
 /// The id of the conversation's stored escalation (the live one, after a
 /// `duplicate` escalate); `None` if it cannot be read.
 async fn live_escalation_id(
@@ -66,7 +63,7 @@ async fn live_escalation_id(
 /// If an escalation is already live, the worker treats this as idempotent
 /// (SPEC §5) and keeps the live one, so the answer must name that one, not
 /// the id proposed here. The ingress therefore waits (at most
-/// [`ESCALATE_VERDICT_WAIT`]) for the worker's verdict, which the worker
+/// `http.escalate_wait_ms`) for the worker's verdict, which the worker
 /// sends straight to this instance's live queue (the command's `reply_to`;
 /// no binding needed): `duplicate` means "already live", and the
 /// conversation's stored escalation id is answered. Without a verdict in time (or without a live
@@ -101,7 +98,11 @@ pub async fn escalate(
     let bot_id = bot_id_of(bot)?;
     let now = Utc::now();
     // Registered before publishing, so the verdict cannot slip by unseen.
-    let waiter = app.live().ok().map(|hub| hub.expect_verdict(event_id.as_str()));
+    let wait = Duration::from_millis(app.settings().http.escalate_wait_ms);
+    let waiter = match app.live() {
+        Ok(hub) if !wait.is_zero() => Some(hub.expect_verdict(event_id.as_str())),
+        _ => None,
+    };
     let envelope = Envelope {
         bot_id: bot_id.clone(),
         conversation_id: conversation.clone(),
@@ -118,7 +119,7 @@ pub async fn escalate(
     };
     app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
     let decided = match waiter {
-        Some(waiter) => match waiter.wait(ESCALATE_VERDICT_WAIT).await {
+        Some(waiter) => match waiter.wait(wait).await {
             Some(decided) => Some(decided),
             // The reply was lost (the hub reconnected): the event log may know.
             None => verdict::recorded(&app, &bot_id, &event_id).await,
