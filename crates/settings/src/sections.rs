@@ -64,14 +64,15 @@ pub struct BrokerConfig {
     /// of a deployment: changing it moves conversations between shards. 1–1024. Default 32.
     pub shards: u16,
     /// Deliveries of one message before it is dead-lettered as poison (quorum queue
-    /// `x-delivery-limit`). At least 1. Default 20.
+    /// `x-delivery-limit`). At least 1. Default 5.
     ///
     /// The worker rejects bodies that are not events and events the store refuses at once,
     /// so this limit only catches a message that keeps crashing workers. But every
     /// message a worker had prefetched counts one delivery each time its channel closes
-    /// unsettled (a kill, a crash), so a low limit would dead-letter valid events in a
-    /// crash loop under a backlog. A queue keeps the limit it was declared with: changing
-    /// it for existing queues takes a RabbitMQ `delivery-limit` policy.
+    /// unsettled (a kill, a crash), so in a crash loop under a backlog valid events can
+    /// reach it too (`escalations dead-events` shows and replays them). RabbitMQ refuses
+    /// to redeclare a queue with another limit, so this value must match the existing
+    /// queues; raise the limit of existing queues with a `delivery-limit` policy.
     pub delivery_limit: u32,
     /// AMQP channels the publisher spreads confirmed publishes over. At least 1. Default 8.
     pub publish_channels: usize,
@@ -89,7 +90,7 @@ impl Default for BrokerConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             prefix: "escalations".to_owned(),
             shards: 32,
-            delivery_limit: 20,
+            delivery_limit: 5,
             publish_channels: 8,
             prefetch: 256,
             confirm_timeout_ms: 5000,
