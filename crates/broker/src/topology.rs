@@ -149,7 +149,11 @@ impl Topology {
             channel
                 .queue_declare(queue.clone(), QueueDeclareOptions::durable(), args.clone())
                 .await
-                .map_err(Error::amqp(format!("declare queue {queue}")))?;
+                .map_err(Error::amqp(format!(
+                    "declare queue {queue} (if RabbitMQ finds an inequivalent argument, the queue exists \
+                     with another delivery limit: broker.delivery_limit must match the existing queues, \
+                     whose limit a RabbitMQ delivery-limit policy can raise)"
+                )))?;
             channel
                 .queue_bind(
                     queue.clone(),

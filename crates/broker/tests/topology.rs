@@ -180,3 +180,19 @@ async fn delete_removes_everything_and_is_repeatable() {
     assert_eq!(reply_code(&error), Some(404), "{error}");
     let _ = connection.close(200, "OK".into()).await;
 }
+
+#[tokio::test]
+async fn a_mismatched_delivery_limit_names_the_setting() {
+    let topology = unique_topology(1, 5);
+    let t = topology.clone();
+    with_cleanup(&topology, async move {
+        let (_connection, channel) = raw().await;
+        t.declare(&channel).await.expect("declare");
+        let other = broker::Topology::new(t.prefix.clone(), t.shards, 20);
+        let (_connection, channel) = raw().await;
+        let error = other.declare(&channel).await.expect_err("RabbitMQ refuses another limit");
+        let text = format!("{error}");
+        assert!(text.contains("broker.delivery_limit"), "{text}");
+    })
+    .await;
+}
