@@ -270,7 +270,7 @@ impl Unconfigured {
             warn!(
                 bot_id = %bot,
                 pending = count,
-                "webhook deliveries of a bot missing from the configuration wait, unsent, until it is configured again"
+                "webhook deliveries of a bot missing from the configuration wait until it is configured again"
             );
             metrics::gauge!(crate::metrics::UNCONFIGURED_PENDING, "bot" => bot.clone()).set(count as f64);
             self.reported.push(bot);

@@ -35,6 +35,7 @@
 mod session;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -95,7 +96,7 @@ struct Hub {
     /// each with its number; the worker's reply resolves them.
     waiters: Mutex<HashMap<String, Vec<Waiting>>>,
     /// The number of the next waiter.
-    next_waiter: std::sync::atomic::AtomicU64,
+    next_waiter: AtomicU64,
 }
 
 struct Entry {
@@ -141,7 +142,7 @@ impl LiveHub {
             shutdown: CancellationToken::new(),
             reply_queue: Mutex::new(session.queue_name().to_owned()),
             waiters: Mutex::new(HashMap::new()),
-            next_waiter: std::sync::atomic::AtomicU64::new(0),
+            next_waiter: AtomicU64::new(0),
         }));
         let supervisor = Supervisor {
             // A weak handle: the task must not keep the hub (and its queue) alive.
@@ -164,7 +165,7 @@ impl LiveHub {
     pub fn expect_verdict(&self, event_id: &str) -> VerdictWaiter {
         let queue = self.0.reply_queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (sender, receiver) = oneshot::channel();
-        let number = self.0.next_waiter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let number = self.0.next_waiter.fetch_add(1, Ordering::Relaxed);
         let mut waiters = self.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         waiters.entry(event_id.to_owned()).or_default().push((number, sender));
         VerdictWaiter { hub: self.clone(), event_id: event_id.to_owned(), number, queue, receiver }

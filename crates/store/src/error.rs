@@ -70,7 +70,8 @@ impl Error {
     /// can reach the caller before the error that caused it; see
     /// [`Error::first_cause`].
     pub fn is_aborted_transaction(&self) -> bool {
-        matches!(self, Error::Db(error) if error.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION))
+        use tokio_postgres::error::SqlState;
+        matches!(self, Error::Db(error) if error.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
     }
 
     /// Of the errors of statements pipelined in one transaction, the one that

@@ -1,9 +1,12 @@
-//! Announcing committed batches on the live exchange (SPEC §3), so open
-//! widget streams and `Prefer: wait` callers hear of them at once.
+//! Announcing committed batches (SPEC §3): on the live exchange, so open
+//! widget streams hear of them at once, and straight to the queue named in a
+//! command's `reply_to`, so a caller waiting for its verdict (`Prefer: wait`,
+//! `escalate`) hears of it without any binding.
 //!
 //! Strictly after the commit and best effort: transient messages without
 //! confirms, one per committed batch (a JSON array of its conversations'
-//! updates, routed to each of them; see `broker::publish_live`). The batch path only hands its updates to a bounded queue
+//! updates, routed to each of them; see `broker::publish_live`) plus one per
+//! reply queue. The batch path only hands them to a bounded queue
 //! (`try_send`, never waiting); one task publishes them in order on a
 //! connection of its own, reconnecting as needed. A full queue or a failed
 //! publish is logged and counted, never fails or delays a batch: every stream

@@ -180,7 +180,8 @@ impl Supervisor {
                 () = self.shutdown.cancelled() => return None,
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        let reply = delivery.properties.kind().as_ref().is_some_and(|kind| kind.as_str() == VERDICTS_TYPE);
+                        let kind = delivery.properties.kind().as_ref();
+                        let reply = kind.is_some_and(|kind| kind.as_str() == VERDICTS_TYPE);
                         self.hub.upgrade()?.dispatch(&delivery.data, reply);
                     }
                     Some(Err(error)) => return Some(format!("the consumer failed: {error}")),

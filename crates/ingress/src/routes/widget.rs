@@ -63,12 +63,12 @@ async fn live_escalation_id(
 /// If an escalation is already live, the worker treats this as idempotent
 /// (SPEC §5) and keeps the live one, so the answer must name that one, not
 /// the id proposed here. The ingress therefore waits (at most
-/// `http.escalate_wait_ms`) for the worker's verdict, which the worker
-/// sends straight to this instance's live queue (the command's `reply_to`;
-/// no binding needed): `duplicate` means "already live", and the
-/// conversation's stored escalation id is answered. Without a verdict in time (or without a live
-/// hub), the proposed id is answered, as it is the one the worker applies
-/// unless an escalation was live.
+/// `http.escalate_wait_ms`) for the worker's verdict, which the worker sends
+/// straight to this instance's live queue (the command's `reply_to`; no
+/// binding needed): `duplicate` means "already live", and the conversation's
+/// stored escalation id is answered. Without a verdict in time (or without a
+/// live hub), the proposed id is answered, as it is the one the worker
+/// applies unless an escalation was live.
 #[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
 pub async fn escalate(
     State(app): State<AppState>,
