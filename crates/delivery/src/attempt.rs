@@ -2,12 +2,11 @@
 //! own task, so a slow endpoint only ever holds its own deliveries.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use domain::retry::{Class, Decision, GiveUp, classify};
 use domain::webhook::WebhookPayload;
-use store::{ClaimedDelivery, DeadReason, NewAttempt, Settle};
+use store::{ClaimedDelivery, DeadReason, NewAttempt, Settle, SettleJob};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::breaker::{Admission, Signal};
@@ -47,6 +46,17 @@ async fn deliver(shared: &Shared, target: &Target, delivery: &ClaimedDelivery) {
     if let Some(reason) = delivery.reason {
         // Given up earlier; only the notice is outstanding.
         return bury(shared, delivery, reason).await;
+    }
+    if delivery.event_type == "widgetEscalate" && !delivery.escalation_live {
+        // Its escalation ended (timed out, cancelled, failed) before it
+        // could be sent: sending it now would make a ghost escalation at the
+        // contact centre. Never sent, and visible as skipped.
+        let now = Utc::now();
+        if settle(shared, delivery, None, Settle::Skipped(DeadReason::EscalationEnded, now)).await {
+            record_dead_letter(DeadReason::EscalationEnded.as_str());
+            warn!("widgetEscalate skipped: its escalation had already ended");
+        }
+        return;
     }
     let Some((url, endpoint)) = &target.endpoint else {
         return give_up(shared, delivery, DeadReason::NoEndpoint, None).await;
@@ -96,7 +106,17 @@ async fn deliver(shared: &Shared, target: &Target, delivery: &ClaimedDelivery) {
 
     let now = Utc::now();
     let class = classify(outcome.result);
-    endpoint.record(breaker_signal(&outcome, class), probe, now);
+    if endpoint.record(breaker_signal(&outcome, class), probe, now) {
+        // Back: what waits for a later retry goes now, not at its backoff.
+        let bots = endpoint.bots();
+        let bots: Vec<&str> = bots.iter().map(String::as_str).collect();
+        match shared.store.pull_forward(&bots).await {
+            Ok(moved) => {
+                tracing::info!(endpoint = %endpoint.origin, moved, "endpoint back: its backlog is due now")
+            }
+            Err(error) => warn!(error = %error_chain(&error), "making an endpoint's backlog due"),
+        }
+    }
     record_attempt(&delivery.event_type, outcome.result, outcome.latency.as_secs_f64());
     let attempt = new_attempt(&outcome);
     let sample: f64 = rand::random();
@@ -181,36 +201,23 @@ async fn bury(shared: &Shared, delivery: &ClaimedDelivery, reason: DeadReason) {
     }
 }
 
-/// Settles the claim, retrying transient database errors a few times. Returns
-/// whether the row was updated; if not, the lease runs out and the delivery
-/// is claimed again (at-least-once).
+/// Settles the claim through the dispatcher's group commit. Returns whether
+/// the row was updated; if not, the lease runs out and the delivery is
+/// claimed again (at-least-once).
 async fn settle(
     shared: &Shared,
     delivery: &ClaimedDelivery,
     attempt: Option<&NewAttempt>,
     settle: Settle,
 ) -> bool {
-    let mut delay = Duration::from_millis(100);
-    for round in 1..=4 {
-        match shared.store.settle_delivery(delivery.id, &shared.claimer, attempt, settle).await {
-            Ok(updated) => {
-                if !updated {
-                    warn!("claim lost before settling (lease expired or row purged)");
-                }
-                return updated;
-            }
-            Err(error) if error.is_transient() && round < 4 => {
-                warn!(error = %error_chain(&error), round, "settling a delivery; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 4;
-            }
-            Err(error) => {
-                warn!(error = %error_chain(&error), "settling a delivery failed; its lease will expire");
-                return false;
-            }
-        }
-    }
-    false
+    let job = SettleJob {
+        id: delivery.id,
+        attempt: attempt.cloned(),
+        settle,
+        note: None,
+        run_started_at: Some(delivery.first_attempt_at),
+    };
+    shared.settler.settle(job).await
 }
 
 /// An error with its sources, for one log field.

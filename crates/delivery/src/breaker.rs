@@ -2,9 +2,13 @@
 //! paused by a circuit breaker and probed, not hammered").
 //!
 //! Closed: everything goes; `failures` consecutive failed attempts open it.
-//! Open: nothing goes until the cooldown ends; deliveries are deferred to
-//! then. Half-open: one probe goes, the rest wait; the probe's success closes
-//! it, its failure opens it again for another cooldown.
+//! Open: nothing goes until the cooldown ends; the dispatcher claims nothing
+//! for the endpoint. Half-open: one probe goes, the rest wait; the probe's
+//! success closes it, its failure opens it again for a longer cooldown.
+//!
+//! The first cooldown is short (1 s) so that an endpoint back after a blip is
+//! found at once; each failed probe makes the next a quarter longer, up to the
+//! configured cap, so one that stays down costs a probe every cap seconds.
 //!
 //! A failure is an outcome worth retrying (5xx, 408/425/429, timeout,
 //! connection error): the endpoint is unwell. A final status (4xx) means it
@@ -13,6 +17,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+/// The first cooldown of a breaker that opens.
+const FIRST_COOLDOWN: TimeDelta = TimeDelta::seconds(1);
 
 /// The breaker's state, also the `escalations_webhook_endpoint_state` gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +69,11 @@ pub enum Signal {
 #[derive(Debug, Clone)]
 pub struct Breaker {
     threshold: u32,
+    /// The next cooldown.
     cooldown: TimeDelta,
+    /// The first cooldown, and the longest.
+    initial: TimeDelta,
+    max: TimeDelta,
     /// While half-open, how long the others wait for the probe.
     probe_wait: TimeDelta,
     failures: u32,
@@ -71,13 +82,18 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// Opens after `threshold` consecutive failures, for `cooldown`.
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        let cooldown = TimeDelta::from_std(cooldown).unwrap_or(TimeDelta::seconds(30));
+    /// Opens after `threshold` consecutive failures, for 1 s at first (or
+    /// `max_cooldown` if shorter), growing by a quarter per failed probe up to
+    /// `max_cooldown`.
+    pub fn new(threshold: u32, max_cooldown: Duration) -> Self {
+        let max = TimeDelta::from_std(max_cooldown).unwrap_or(TimeDelta::seconds(30));
+        let initial = max.min(FIRST_COOLDOWN);
         Self {
             threshold: threshold.max(1),
-            cooldown,
-            probe_wait: cooldown.min(TimeDelta::seconds(1)),
+            cooldown: initial,
+            initial,
+            max,
+            probe_wait: initial.min(TimeDelta::seconds(1)),
             failures: 0,
             open_until: None,
             probing: false,
@@ -107,24 +123,32 @@ impl Breaker {
     }
 
     /// Records an attempt's outcome; `probe` tells whether it was the probe.
-    pub fn record(&mut self, signal: Signal, probe: bool, now: DateTime<Utc>) {
+    /// Returns `true` when this closed an open or half-open breaker (the
+    /// endpoint is back: what waited for it may go now).
+    pub fn record(&mut self, signal: Signal, probe: bool, now: DateTime<Utc>) -> bool {
         if probe {
             self.probing = false;
         }
         match signal {
             Signal::Alive => {
                 self.failures = 0;
-                self.open_until = None;
+                self.cooldown = self.initial;
+                self.open_until.take().is_some()
             }
             Signal::Failed => {
                 self.failures = self.failures.saturating_add(1);
-                // A failed probe reopens at once; otherwise the threshold
-                // applies (attempts sent before it opened still report).
-                if probe || (self.open_until.is_none() && self.failures >= self.threshold) {
+                // A failed probe reopens at once, for longer; otherwise the
+                // threshold applies (attempts sent before it opened still report).
+                if probe {
+                    self.cooldown =
+                        TimeDelta::milliseconds(self.cooldown.num_milliseconds() * 5 / 4).min(self.max);
+                    self.open_until = Some(now + self.cooldown);
+                } else if self.open_until.is_none() && self.failures >= self.threshold {
                     self.open_until = Some(now + self.cooldown);
                 }
+                false
             }
-            Signal::Nothing => {}
+            Signal::Nothing => false,
         }
     }
 }
@@ -134,11 +158,15 @@ mod tests {
     use super::*;
 
     fn t(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("time")
+        ms(seconds * 1000)
+    }
+
+    fn ms(millis: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + millis).expect("time")
     }
 
     #[test]
-    fn opens_after_consecutive_failures_and_probes_after_the_cooldown() {
+    fn opens_after_consecutive_failures_and_probes_after_a_growing_cooldown() {
         let mut breaker = Breaker::new(3, Duration::from_secs(30));
         for _ in 0..2 {
             assert_eq!(breaker.admit(t(0)), Admission::Send);
@@ -146,22 +174,48 @@ mod tests {
         }
         breaker.record(Signal::Alive, false, t(0));
         for _ in 0..3 {
-            assert_eq!(breaker.admit(t(1)), Admission::Send);
-            breaker.record(Signal::Failed, false, t(1));
+            assert_eq!(breaker.admit(t(10)), Admission::Send);
+            breaker.record(Signal::Failed, false, t(10));
         }
-        assert_eq!(breaker.state(t(1)), State::Open);
-        assert_eq!(breaker.admit(t(5)), Admission::Defer(t(31)));
-        // Half-open: one probe, the others wait for it.
-        assert_eq!(breaker.state(t(31)), State::HalfOpen);
-        assert_eq!(breaker.admit(t(31)), Admission::Probe);
-        assert_eq!(breaker.admit(t(31)), Admission::Defer(t(32)));
-        // The probe fails: open again for a whole cooldown.
-        breaker.record(Signal::Failed, true, t(33));
-        assert_eq!(breaker.admit(t(40)), Admission::Defer(t(63)));
-        assert_eq!(breaker.admit(t(63)), Admission::Probe);
-        breaker.record(Signal::Alive, true, t(64));
-        assert_eq!(breaker.state(t(64)), State::Closed);
-        assert_eq!(breaker.admit(t(64)), Admission::Send);
+        assert_eq!(breaker.state(t(10)), State::Open);
+        assert_eq!(breaker.admit(t(10)), Admission::Defer(t(11)));
+        // Half-open after the first, short cooldown: one probe, the others wait.
+        assert_eq!(breaker.state(t(11)), State::HalfOpen);
+        assert_eq!(breaker.admit(t(11)), Admission::Probe);
+        assert!(matches!(breaker.admit(t(11)), Admission::Defer(_)));
+        // Each failed probe reopens it for a quarter longer.
+        assert!(!breaker.record(Signal::Failed, true, t(11)));
+        assert_eq!(breaker.admit(t(11)), Admission::Defer(ms(11_000 + 1_250)));
+        assert_eq!(breaker.admit(ms(12_250)), Admission::Probe);
+        breaker.record(Signal::Failed, true, ms(12_250));
+        assert_eq!(breaker.admit(ms(12_250)), Admission::Defer(ms(12_250 + 1_562)));
+        // A successful probe closes it, says so, and resets the cooldown.
+        assert_eq!(breaker.admit(ms(13_812)), Admission::Probe);
+        assert!(breaker.record(Signal::Alive, true, ms(13_812)));
+        assert_eq!(breaker.state(ms(13_812)), State::Closed);
+        assert_eq!(breaker.admit(ms(13_812)), Admission::Send);
+        for _ in 0..3 {
+            breaker.record(Signal::Failed, false, t(20));
+        }
+        assert_eq!(breaker.admit(t(20)), Admission::Defer(t(21)));
+    }
+
+    #[test]
+    fn the_cooldown_grows_up_to_its_cap() {
+        let mut breaker = Breaker::new(1, Duration::from_secs(3));
+        breaker.record(Signal::Failed, false, t(0));
+        let mut now = t(0);
+        for _ in 0..20 {
+            let Admission::Defer(until) = breaker.admit(now) else { panic!("open") };
+            now = until;
+            assert_eq!(breaker.admit(now), Admission::Probe);
+            breaker.record(Signal::Failed, true, now);
+        }
+        assert_eq!(breaker.admit(now), Admission::Defer(now + TimeDelta::seconds(3)));
+        // A cap below the first cooldown is the cooldown.
+        let mut short = Breaker::new(1, Duration::from_millis(300));
+        short.record(Signal::Failed, false, t(0));
+        assert_eq!(short.admit(t(0)), Admission::Defer(ms(300)));
     }
 
     #[test]

@@ -106,7 +106,8 @@ impl WebhookClient {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
-                let (result, message) = describe_error(&error);
+                // Never the URL: its query string is often a secret.
+                let (result, message) = describe_error(&error.without_url());
                 return Outcome {
                     result,
                     at,

@@ -1,8 +1,13 @@
-//! The dispatcher loop: every poll interval (or at once when woken) it claims
-//! the due deliveries each endpoint has room for and hands each to its own
-//! task ([`crate::attempt`]). Claims are per bot, bounded by the endpoint's
-//! free capacity, so a slow or failing endpoint only ever fills its own slots
-//! and never delays another's deliveries (SPEC §4).
+//! The dispatcher loop: it claims the due deliveries each endpoint has room
+//! for and hands each to its own task ([`crate::attempt`]). A round starts at
+//! once when something may have become due: a worker of this process
+//! committed deliveries, one in another process did (`LISTEN`), an attempt
+//! finished (a slot is free) or a batch of settlements committed (heads moved
+//! on); otherwise every poll interval, for retries that came due. Claims are
+//! per endpoint, over all the bots posting there, bounded by its free
+//! capacity (none while its circuit is open), so a slow or failing endpoint
+//! only ever fills its own slots and never delays another's deliveries
+//! (docs/protocol.md §4). Settlements are group-committed ([`crate::settler`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,8 +27,10 @@ use tracing::{info, warn};
 use crate::attempt::{self, error_chain};
 use crate::client::WebhookClient;
 use crate::error::Result;
+use crate::settler::Settler;
 use crate::ssrf::AddressPolicy;
-use crate::targets::{ClaimGuard, RetryTuning, Target, build_targets};
+use crate::targets::{ClaimGuard, Endpoint, RetryTuning, Target, build_targets};
+use store::{ClaimGroup, Settle, SettleJob, UnsendableHead};
 
 /// Deliveries of a bot without a webhook URL claimed per round (they are
 /// dead-lettered at once).
@@ -51,6 +58,9 @@ pub struct DispatcherConfig {
     /// has just committed deliveries); `None`: a fresh one, see
     /// [`Dispatcher::waker`].
     pub wake: Option<Arc<Notify>>,
+    /// `LISTEN` for deliveries committed by other processes and claim at
+    /// once. Default `true`; tests of the other wake-ups turn it off.
+    pub listen: bool,
 }
 
 impl Default for DispatcherConfig {
@@ -63,6 +73,7 @@ impl Default for DispatcherConfig {
             shutdown_grace: None,
             claimer: None,
             wake: None,
+            listen: true,
         }
     }
 }
@@ -76,6 +87,42 @@ pub(crate) struct Shared {
     pub(crate) claimer: String,
     pub(crate) wake: Arc<Notify>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) settler: Settler,
+}
+
+/// The bots sharing one endpoint (or all bots without one): claimed for
+/// together.
+#[derive(Debug)]
+struct Group {
+    endpoint: Option<Arc<Endpoint>>,
+    bots: Vec<String>,
+}
+
+/// One group per endpoint, and one for every bot without a webhook URL.
+fn build_groups(targets: &HashMap<String, Arc<Target>>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut unreachable = Vec::new();
+    let mut bots: Vec<&Arc<Target>> = targets.values().collect();
+    bots.sort_by(|a, b| a.bot_id.cmp(&b.bot_id));
+    for target in bots {
+        match &target.endpoint {
+            None => unreachable.push(target.bot_id.clone()),
+            Some((_, endpoint)) => {
+                match groups
+                    .iter_mut()
+                    .find(|g| g.endpoint.as_ref().is_some_and(|e| Arc::ptr_eq(e, endpoint)))
+                {
+                    Some(group) => group.bots.push(target.bot_id.clone()),
+                    None => groups
+                        .push(Group { endpoint: Some(endpoint.clone()), bots: vec![target.bot_id.clone()] }),
+                }
+            }
+        }
+    }
+    if !unreachable.is_empty() {
+        groups.push(Group { endpoint: None, bots: unreachable });
+    }
+    groups
 }
 
 /// Wakes the dispatcher for an immediate claim round (e.g. right after new
@@ -96,9 +143,12 @@ impl Waker {
 pub struct Dispatcher {
     shared: Arc<Shared>,
     targets: HashMap<String, Arc<Target>>,
+    groups: Vec<Group>,
+    settler: tokio::task::JoinHandle<()>,
     poll_interval: Duration,
     lease: Duration,
     grace: Duration,
+    listen: bool,
 }
 
 impl Dispatcher {
@@ -120,20 +170,27 @@ impl Dispatcher {
             .claimer
             .clone()
             .unwrap_or_else(|| format!("dispatcher-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let wake = config.wake.clone().unwrap_or_default();
+        let (settler, settler_task) = Settler::spawn(store.clone(), claimer.clone(), wake.clone());
         let shared = Arc::new(Shared {
             store,
             client,
             publisher,
             claimer,
-            wake: config.wake.clone().unwrap_or_default(),
+            wake,
             shutdown: CancellationToken::new(),
+            settler,
         });
+        let targets = build_targets(settings, &config.retry);
         Ok(Self {
             shared,
-            targets: build_targets(settings, &config.retry),
+            groups: build_groups(&targets),
+            targets,
+            settler: settler_task,
             poll_interval: config.poll_interval,
             lease: config.lease.unwrap_or(timeout * 2 + Duration::from_secs(30)),
             grace: config.shutdown_grace.unwrap_or(timeout + Duration::from_secs(5)),
+            listen: config.listen,
         })
     }
 
@@ -149,29 +206,24 @@ impl Dispatcher {
         let tasks = TaskTracker::new();
         let mut backoff = self.poll_interval;
         let mut unconfigured = Unconfigured::default();
+        let listener = self.listen.then(|| tokio::spawn(listen(self.shared.clone(), shutdown.clone())));
         info!(claimer = %self.shared.claimer, bots = self.targets.len(), "webhook dispatcher started");
         loop {
-            let claimed = match self.claim_round(&tasks).await {
-                Ok(claimed) => {
-                    backoff = self.poll_interval;
-                    claimed
-                }
+            match self.claim_round(&tasks).await {
+                Ok(_) => backoff = self.poll_interval,
                 Err(error) => {
                     warn!(error = %error_chain(&error), "claiming webhook deliveries failed");
                     backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
-                    0
                 }
-            };
+            }
             unconfigured.report_if_due(&self.shared.store, &self.targets).await;
-            if claimed == 0 {
-                self.refresh_gauges();
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = self.shared.wake.notified() => {}
-                    () = tokio::time::sleep(backoff) => {}
-                }
-            } else if shutdown.is_cancelled() {
-                break;
+            self.refresh_gauges();
+            // Whatever freed a slot or made a head due notifies; a round
+            // that filled every slot waits for that too.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.shared.wake.notified() => {}
+                () = tokio::time::sleep(backoff) => {}
             }
         }
         info!("webhook dispatcher stopping");
@@ -183,6 +235,16 @@ impl Dispatcher {
                 "webhook attempts still running at shutdown; their leases will expire"
             );
         }
+        if let Some(listener) = listener {
+            listener.abort();
+        }
+        // The settler ends once the last handle (in `shared`) is gone and
+        // what was queued is written.
+        let Dispatcher { shared, settler, .. } = self;
+        drop(shared);
+        if tokio::time::timeout(Duration::from_secs(10), settler).await.is_err() {
+            warn!("settling the last webhook deliveries took too long; their leases will expire");
+        }
         Ok(())
     }
 
@@ -193,24 +255,27 @@ impl Dispatcher {
 
     /// One claim round; returns how many deliveries were claimed.
     async fn claim_round(&self, tasks: &TaskTracker) -> Result<usize> {
-        let caps: Vec<(&str, u32)> = self
-            .targets
-            .values()
-            .map(|target| {
-                let cap = match &target.endpoint {
-                    Some((_, endpoint)) => endpoint.capacity(),
+        let now = Utc::now();
+        let bots: Vec<Vec<&str>> =
+            self.groups.iter().map(|group| group.bots.iter().map(String::as_str).collect()).collect();
+        let groups: Vec<ClaimGroup<'_>> = self
+            .groups
+            .iter()
+            .zip(&bots)
+            .map(|(group, bots)| {
+                let cap = match &group.endpoint {
+                    Some(endpoint) => endpoint.claimable(now),
                     None => NO_ENDPOINT_BATCH,
                 };
-                (target.bot_id.as_str(), cap)
+                ClaimGroup { bots, cap }
             })
             .collect();
-        let claimed = self
-            .shared
-            .store
-            .claim_due_deliveries(&self.shared.claimer, &caps, Utc::now(), self.lease)
-            .await?;
+        if groups.iter().all(|group| group.cap == 0) {
+            return Ok(0);
+        }
+        let claimed = self.shared.store.claim_deliveries(&self.shared.claimer, &groups, self.lease).await?;
         let count = claimed.len();
-        for delivery in claimed {
+        for delivery in claimed.deliveries {
             let Some(target) = self.targets.get(delivery.key.bot_id.as_str()).cloned() else { continue };
             let guard = match &target.endpoint {
                 Some((_, endpoint)) => endpoint.start(),
@@ -218,6 +283,10 @@ impl Dispatcher {
             };
             tasks.spawn(attempt::run(self.shared.clone(), target, delivery, guard));
         }
+        for head in claimed.unsendable {
+            tasks.spawn(settle_unsendable(self.shared.clone(), head));
+        }
+        metrics::counter!(crate::metrics::CLAIMED_TOTAL).increment(count as u64);
         Ok(count)
     }
 
@@ -231,6 +300,9 @@ impl Dispatcher {
         }
     }
 }
+
+/// Pending deliveries of an unconfigured bot are counted up to this many.
+const UNCONFIGURED_COUNT_CAP: i64 = 100_000;
 
 /// How often pending deliveries of bots missing from the configuration are
 /// counted and reported.
@@ -254,7 +326,7 @@ impl Unconfigured {
         }
         self.last = Some(std::time::Instant::now());
         let configured: Vec<&str> = targets.keys().map(String::as_str).collect();
-        let pending = match store.pending_of_other_bots(&configured).await {
+        let pending = match store.pending_of_other_bots(&configured, UNCONFIGURED_COUNT_CAP).await {
             Ok(pending) => pending,
             Err(error) => {
                 warn!(error = %error_chain(&error), "counting deliveries of unconfigured bots failed");
@@ -275,6 +347,58 @@ impl Unconfigured {
             metrics::gauge!(crate::metrics::UNCONFIGURED_PENDING, "bot" => bot.clone()).set(count as f64);
             self.reported.push(bot);
         }
+    }
+}
+
+/// A head that cannot be sent: an undecodable row is dead-lettered alone (the
+/// conversation's later deliveries go on), a stale head moves on.
+async fn settle_unsendable(shared: Arc<Shared>, head: UnsendableHead) {
+    let (settle, what) = if head.stale {
+        (Settle::Heal, "a webhook head pointed at no pending delivery; moved on")
+    } else {
+        (
+            Settle::Dead(store::DeadReason::Undecodable, Utc::now()),
+            "webhook delivery does not decode; dead-lettered",
+        )
+    };
+    warn!(delivery_id = head.id, error = %head.error, "{what}");
+    let job = SettleJob { id: head.id, attempt: None, settle, note: Some(head.error), run_started_at: None };
+    if shared.settler.settle(job).await && !head.stale {
+        crate::metrics::record_dead_letter(store::DeadReason::Undecodable.as_str());
+    }
+    shared.wake.notify_one();
+}
+
+/// Wakes the dispatcher whenever a worker of any process commits deliveries
+/// (`NOTIFY` on the schema's outbox channel); reconnects with backoff.
+async fn listen(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        match shared.store.listen_outbox().await {
+            Ok(mut listener) => {
+                delay = Duration::from_millis(100);
+                // Anything committed while not listening is found by this round.
+                shared.wake.notify_one();
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        notified = listener.notified() => match notified {
+                            Some(()) => shared.wake.notify_one(),
+                            None => break,
+                        },
+                    }
+                }
+                warn!("outbox listener lost its connection; listening again");
+            }
+            Err(error) => {
+                warn!(error = %error_chain(&error), "listening for new deliveries failed; retrying")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_ERROR_BACKOFF);
     }
 }
 

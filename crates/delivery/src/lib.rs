@@ -11,6 +11,7 @@
 //! - [`dispatcher`]: [`Dispatcher`] (claim loop), [`DispatcherConfig`],
 //!   [`run`] for the worker process.
 //! - [`attempt`]: one delivery from breaker check to settled row.
+//! - `settler`: group commit of settlements.
 //! - [`client`]: the HTTP client and one signed attempt.
 //! - [`sign`]: Standard Webhooks ids and signatures.
 //! - [`ssrf`]: the address guard: resolver and IP-literal check.
@@ -27,6 +28,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod metrics;
 pub mod notice;
+mod settler;
 pub mod sign;
 pub mod ssrf;
 pub mod targets;

@@ -19,12 +19,19 @@ pub const ENDPOINT_STATE: &str = "escalations_webhook_endpoint_state";
 /// Pending deliveries of a bot that is not configured here (never claimed).
 pub const UNCONFIGURED_PENDING: &str = "escalations_webhook_unconfigured_pending";
 
+/// Heads claimed for sending (or settling unsent).
+pub const CLAIMED_TOTAL: &str = "escalations_webhook_claimed_total";
+/// Settlements written per transaction (group commit).
+pub const SETTLE_BATCH_SIZE: &str = "escalations_webhook_settle_batch_size";
+
 /// Registers descriptions and units with the installed recorder.
 pub fn describe_metrics() {
     describe_counter!(ATTEMPTS_TOTAL, "Webhook delivery attempts, by event type and outcome.");
     describe_counter!(DEAD_LETTERS_TOTAL, "Webhook deliveries dead-lettered, by reason.");
     describe_histogram!(LATENCY_SECONDS, Unit::Seconds, "Webhook attempt latency, to response or failure.");
     describe_gauge!(ENDPOINT_STATE, "Circuit breaker of a bot's endpoint: 0 closed, 1 half-open, 2 open.");
+    describe_counter!(CLAIMED_TOTAL, "Webhook deliveries claimed by this dispatcher.");
+    describe_histogram!(SETTLE_BATCH_SIZE, "Webhook settlements committed per transaction.");
     describe_gauge!(UNCONFIGURED_PENDING, "Pending deliveries of a bot missing from the configuration.");
 }
 

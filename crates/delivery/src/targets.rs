@@ -89,6 +89,22 @@ impl Endpoint {
         self.max.saturating_sub(self.claimed.load(Ordering::Acquire))
     }
 
+    /// How many deliveries to claim for it now: none while its circuit is
+    /// open (nothing would be sent), one for the probe while it is half-open
+    /// and nothing else is in flight, else its free capacity.
+    pub fn claimable(&self, now: DateTime<Utc>) -> u32 {
+        match self.state(now) {
+            State::Closed => self.capacity(),
+            State::Open => 0,
+            State::HalfOpen => u32::from(self.claimed.load(Ordering::Acquire) == 0),
+        }
+    }
+
+    /// The bots posting here.
+    pub fn bots(&self) -> Vec<String> {
+        self.bots.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Counts a claimed delivery until the guard drops.
     pub fn start(self: &Arc<Self>) -> ClaimGuard {
         self.claimed.fetch_add(1, Ordering::AcqRel);
@@ -108,16 +124,18 @@ impl Endpoint {
         admission
     }
 
-    /// Tells the breaker what an attempt showed.
-    pub fn record(&self, signal: Signal, probe: bool, now: DateTime<Utc>) {
+    /// Tells the breaker what an attempt showed. Returns `true` when this
+    /// closed the circuit: the endpoint is back.
+    pub fn record(&self, signal: Signal, probe: bool, now: DateTime<Utc>) -> bool {
         let mut breaker = self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
         let before = breaker.state(now);
-        breaker.record(signal, probe, now);
+        let closed = breaker.record(signal, probe, now);
         let after = breaker.state(now);
         if before != after {
             tracing::warn!(endpoint = %self.origin, ?before, ?after, "webhook endpoint circuit changed");
         }
         self.publish_state(after);
+        closed
     }
 
     /// The breaker's state now.

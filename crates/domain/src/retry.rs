@@ -59,7 +59,7 @@ pub fn classify(result: AttemptResult) -> Class {
 pub enum GiveUp {
     /// A final status.
     Final,
-    /// The next attempt would fall past the event type's budget.
+    /// An attempt at or after the end of the event type's budget failed.
     OutOfBudget,
 }
 
@@ -161,10 +161,13 @@ impl RetryPolicy {
                 };
                 let next = add(now, delay);
                 let deadline = add(first_attempt_at, self.budget_for(event_type));
-                if next > deadline {
+                // A final attempt is made at the deadline: a retry (or a
+                // `Retry-After`) that would fall past it is moved to it, and
+                // only an attempt at or after the deadline that fails gives up.
+                if now >= deadline {
                     Decision::DeadLetter(GiveUp::OutOfBudget)
                 } else {
-                    Decision::RetryAt(next)
+                    Decision::RetryAt(next.min(deadline))
                 }
             }
         }

@@ -79,14 +79,37 @@ fn budgets_are_per_event_type() {
     let p = RetryPolicy::default();
     assert_eq!(p.budget_for("widgetEscalate"), Duration::from_secs(120));
     assert_eq!(p.budget_for("widgetMessage"), Duration::from_secs(86_400));
-    // 90 s into a widgetEscalate delivery, a 60 s Retry-After would overrun.
+    // 90 s into a widgetEscalate delivery, a 60 s Retry-After would overrun:
+    // one final attempt at the deadline instead, not an immediate dead letter.
     let later = t0() + TimeDelta::seconds(90);
     let asks_60 = AttemptResult::Status { code: 503, retry_after: Some(Duration::from_secs(60)) };
+    let deadline = t0() + TimeDelta::seconds(120);
+    assert_eq!(p.decide("widgetEscalate", t0(), later, 5, asks_60, 0.0), Decision::RetryAt(deadline));
     assert_eq!(
-        p.decide("widgetEscalate", t0(), later, 5, asks_60, 0.0),
-        Decision::DeadLetter(GiveUp::OutOfBudget)
+        p.decide("widgetMessage", t0(), later, 5, asks_60, 0.0),
+        Decision::RetryAt(later + TimeDelta::seconds(60))
     );
-    assert!(matches!(p.decide("widgetMessage", t0(), later, 5, asks_60, 0.0), Decision::RetryAt(_)));
+}
+
+#[test]
+fn the_final_attempt_is_made_at_the_deadline_and_gives_up_if_it_fails() {
+    let p = RetryPolicy::default();
+    let deadline = t0() + TimeDelta::seconds(120);
+    // A backoff that would overrun by a millisecond is cut to the deadline.
+    let just_before = deadline - TimeDelta::milliseconds(1);
+    assert_eq!(
+        p.decide("widgetEscalate", t0(), just_before, 9, AttemptResult::Timeout, 0.0),
+        Decision::RetryAt(deadline)
+    );
+    // The attempt at the deadline (or later) is the last.
+    for at in [deadline, deadline + TimeDelta::seconds(5)] {
+        assert_eq!(
+            p.decide("widgetEscalate", t0(), at, 10, AttemptResult::Timeout, 0.0),
+            Decision::DeadLetter(GiveUp::OutOfBudget)
+        );
+    }
+    // A success at the deadline still counts.
+    assert_eq!(p.decide("widgetEscalate", t0(), deadline, 10, status(200), 0.0), Decision::Delivered);
 }
 
 #[test]
@@ -103,6 +126,7 @@ fn a_delivery_is_retried_until_its_budget_then_dead_lettered() {
             }
             Decision::DeadLetter(why) => {
                 assert_eq!(why, GiveUp::OutOfBudget);
+                assert_eq!(now, t0() + TimeDelta::seconds(120), "the last attempt is at the deadline");
                 break;
             }
             Decision::Delivered => unreachable!("a timeout is not a delivery"),

@@ -124,8 +124,8 @@ async fn seed(store: &Store) -> Vec<((String, u64), i64)> {
     let caps = [("acme", 10), ("other", 10)];
     let mut ids: Vec<((String, u64), i64)> = Vec::new();
     for _round in 0..10 {
-        let claimed = store.claim_due_deliveries("seed", &caps, Utc::now(), lease).await.expect("claim");
-        for delivery in claimed {
+        let claimed = store.claim_due_deliveries("seed", &caps, lease).await.expect("claim");
+        for delivery in claimed.deliveries {
             let (conversation, sequence) = (delivery.key.conversation_id.to_string(), delivery.sequence);
             if !ids.iter().any(|(_, id)| *id == delivery.id) {
                 ids.push(((conversation.clone(), sequence), delivery.id));
@@ -247,8 +247,7 @@ async fn commands(store: Store, schema: String) {
 
     // Skip and purge need dead letters: make two again.
     let lease = Duration::from_secs(60);
-    for claimed in
-        store.claim_due_deliveries("seed", &[("acme", 10)], Utc::now(), lease).await.expect("claim")
+    for claimed in store.claim_due_deliveries("seed", &[("acme", 10)], lease).await.expect("claim").deliveries
     {
         let settle = Settle::Dead(DeadReason::FinalStatus, Utc::now());
         store

@@ -99,7 +99,10 @@ pub enum DeadLetterChange {
 const COLUMNS: &str = "id, bot_id, conversation_id, sequence, event_type, escalation_id, status, reason, \
                        attempts, replays, created_at, next_attempt_at, delivered_at, dead_at, last_error, payload";
 
-// Each filter is optional: `$n IS NULL OR …`.
+/// What `dlq list` shows; the given-up indexes have this predicate, word for word.
+const GIVEN_UP: &str = "(status = 'dead' OR (status = 'skipped' AND reason = 'escalation_ended'))";
+
+// Each filter is optional: `$n IS NULL OR …` (purge).
 const FILTER: &str = "status = 'dead'
     AND ($1::text IS NULL OR bot_id = $1)
     AND ($2::text IS NULL OR conversation_id = $2)
@@ -145,21 +148,40 @@ fn attempt_from_row(row: &Row) -> Result<AttemptRecord> {
 }
 
 impl Store {
-    /// Dead letters matching `filter`, oldest death first (then by
-    /// conversation and sequence), at most `limit`.
+    /// Dead letters matching `filter`, and deliveries the dispatcher skipped
+    /// because their escalation had ended (never sent, shown so an operator
+    /// sees why), oldest first (by `dead_at`, then id), at most `limit`.
     pub async fn list_dead_letters(
         &self,
         filter: &DeadLetterFilter,
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {{schema}}.webhook_deliveries WHERE {FILTER}
-             ORDER BY dead_at, bot_id, conversation_id, sequence LIMIT $6"
-        );
+        // Only the filters given, so that every plan (custom or generic) can
+        // walk one of the given-up indexes in order and stop at the limit;
+        // `$n IS NULL OR …` would hide the bot's index from a generic plan.
         let params = FilterParams::new(filter);
-        let mut all = params.refs();
-        all.push(&limit);
-        let rows = self.query(&sql, &all).await?;
+        let mut conditions = vec![GIVEN_UP.to_owned()];
+        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        let candidates: [(&str, Option<&(dyn ToSql + Sync)>); 5] = [
+            ("bot_id = ${}", params.bot_id.as_ref().map(|v| v as &(dyn ToSql + Sync))),
+            ("conversation_id = ${}", params.conversation_id.as_ref().map(|v| v as &(dyn ToSql + Sync))),
+            ("reason = ${}", params.reason.as_ref().map(|v| v as &(dyn ToSql + Sync))),
+            ("dead_at >= ${}", params.since.as_ref().map(|v| v as &(dyn ToSql + Sync))),
+            ("dead_at < ${}", params.until.as_ref().map(|v| v as &(dyn ToSql + Sync))),
+        ];
+        for (condition, value) in candidates {
+            if let Some(value) = value {
+                values.push(value);
+                conditions.push(condition.replace("{}", &values.len().to_string()));
+            }
+        }
+        values.push(&limit);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {{schema}}.webhook_deliveries WHERE {} ORDER BY dead_at, id LIMIT ${}",
+            conditions.join(" AND "),
+            values.len()
+        );
+        let rows = self.query(&sql, &values).await?;
         rows.iter().map(record_from_row).collect()
     }
 
@@ -220,15 +242,38 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.execute(
-            "UPDATE {schema}.webhook_deliveries SET
-                 status = 'pending', reason = NULL, dead_at = NULL, attempts = 0,
-                 first_attempt_at = NULL, next_attempt_at = $2, replays = replays + 1,
-                 claimed_by = NULL, claimed_until = NULL
-             WHERE id = ANY($1) AND status = 'dead'",
-            &[&ids, &now],
-        )
-        .await
+        // The replayed rows become pending together; each conversation's
+        // lowest becomes its head unless the head is lower already or is
+        // being sent (then the replayed rows follow it: the head moves to the
+        // lowest pending sequence when it is settled).
+        let rows = self
+            .query(
+                "WITH replayed AS (
+                     UPDATE {schema}.webhook_deliveries SET
+                         status = 'pending', reason = NULL, dead_at = NULL, attempts = 0,
+                         first_attempt_at = NULL, next_attempt_at = $2, replays = replays + 1,
+                         claimed_by = NULL, claimed_until = NULL
+                     WHERE id = ANY($1) AND status = 'dead'
+                     RETURNING id, bot_id, conversation_id, sequence, next_attempt_at
+                 ), firsts AS (
+                     SELECT DISTINCT ON (bot_id, conversation_id) * FROM replayed
+                     ORDER BY bot_id, conversation_id, sequence
+                 ), heads AS (
+                     INSERT INTO {schema}.webhook_heads (bot_id, conversation_id, delivery_id, sequence, due_at)
+                     SELECT bot_id, conversation_id, id, sequence, next_attempt_at FROM firsts
+                     ORDER BY bot_id, conversation_id
+                     ON CONFLICT (bot_id, conversation_id) DO UPDATE
+                         SET delivery_id = EXCLUDED.delivery_id, sequence = EXCLUDED.sequence,
+                             due_at = EXCLUDED.due_at, claimed_by = NULL
+                         WHERE EXCLUDED.sequence < webhook_heads.sequence AND webhook_heads.claimed_by IS NULL
+                     RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM replayed) AS replayed, (SELECT count(*) FROM heads) AS heads",
+                &[&ids, &now],
+            )
+            .await?;
+        let replayed: i64 = rows.first().map(|row| row.try_get("replayed")).transpose()?.unwrap_or(0);
+        Ok(u64::try_from(replayed).unwrap_or(0))
     }
 
     /// Replays one dead letter; see [`Store::replay_dead_letters`].

@@ -60,14 +60,44 @@ pub async fn insert_widget_events(tx: &impl Executor, rows: &[(ConvKey, WidgetEn
     .await
 }
 
+// A redelivered batch writes the same sequences again: `DO NOTHING` keeps the
+// first copy, and only rows really inserted make heads. A conversation's first
+// pending delivery becomes its head (`webhook_heads`); when it has a head
+// already, the no-op `DO UPDATE ... WHERE false` still locks it, so a
+// dispatcher settling that head concurrently either sees these rows (it waits
+// for this commit) or has deleted the head before, and then the insert is
+// retried and makes a new one: a pending delivery is never left without a head.
+// Dispatchers in other processes hear of new heads through `NOTIFY`, sent at
+// commit (docs/protocol.md §4).
 const INSERT_WEBHOOK: &str = "
-    INSERT INTO webhook_deliveries
-        (bot_id, conversation_id, sequence, event_type, escalation_id, payload, next_attempt_at, created_at)
-    SELECT u.bot_id, u.conversation_id, u.sequence, u.event_type, u.escalation_id, u.payload, $7, $7
-    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY
-        AS u(bot_id, conversation_id, sequence, event_type, escalation_id, payload, ord)
-    ORDER BY u.ord
-    ON CONFLICT (bot_id, conversation_id, sequence) DO NOTHING";
+    WITH ins AS (
+        INSERT INTO webhook_deliveries
+            (bot_id, conversation_id, sequence, event_type, escalation_id, payload, next_attempt_at, created_at)
+        SELECT u.bot_id, u.conversation_id, u.sequence, u.event_type, u.escalation_id, u.payload, $7, $7
+        FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY
+            AS u(bot_id, conversation_id, sequence, event_type, escalation_id, payload, ord)
+        ORDER BY u.ord
+        ON CONFLICT (bot_id, conversation_id, sequence) DO NOTHING
+        RETURNING id, bot_id, conversation_id, sequence, next_attempt_at
+    ), firsts AS (
+        SELECT DISTINCT ON (bot_id, conversation_id) id, bot_id, conversation_id, sequence, next_attempt_at
+        FROM ins ORDER BY bot_id, conversation_id, sequence
+    ), heads AS (
+        INSERT INTO webhook_heads (bot_id, conversation_id, delivery_id, sequence, due_at)
+        SELECT bot_id, conversation_id, id, sequence, next_attempt_at FROM firsts
+        ORDER BY bot_id, conversation_id
+        ON CONFLICT (bot_id, conversation_id) DO UPDATE SET sequence = webhook_heads.sequence WHERE false
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM ins) AS inserted,
+           (SELECT count(*) FROM heads) AS heads,
+           (SELECT count(*) FROM (SELECT pg_notify(current_schema() || '.outbox', '')
+                                  WHERE EXISTS (SELECT 1 FROM ins)) n) AS notified";
+
+/// The channel a dispatcher `LISTEN`s on for new deliveries of `schema`.
+pub fn outbox_channel(schema: &str) -> String {
+    format!("{schema}.outbox")
+}
 
 /// Queues webhook deliveries, `pending` and due at `now`. A sequence already
 /// queued for its conversation is left as it was. Returns the number of rows
@@ -88,12 +118,14 @@ pub async fn insert_webhook_deliveries(
     let escalations: Vec<Option<&str>> =
         rows.iter().map(|(_, envelope)| envelope.escalation_id.as_ref().map(|id| id.as_str())).collect();
     let payloads: Vec<Json<&WebhookEnvelope>> = rows.iter().map(|(_, envelope)| Json(envelope)).collect();
-    executor::execute(
+    let rows = executor::query(
         tx,
         INSERT_WEBHOOK,
         &[&bots, &conversations, &sequences, &types, &escalations, &payloads, &now],
     )
-    .await
+    .await?;
+    let inserted: i64 = rows.first().map(|row| row.try_get("inserted")).transpose()?.unwrap_or(0);
+    Ok(u64::try_from(inserted).unwrap_or(0))
 }
 
 impl Store {

@@ -15,11 +15,13 @@
 //! - [`conversations`]: the state of each conversation.
 //! - [`events`]: the dedupe store and transition/rejection log.
 //! - [`deliveries`]: the widget stream and the webhook outbox.
-//! - [`outbox`]: the webhook dispatcher's claims and settlements.
+//! - [`outbox`]: the webhook dispatcher's claims of conversations' heads.
+//! - [`settle`]: settling claimed deliveries, many in one transaction.
 //! - [`dead_letters`]: dead letters (list, show, replay, skip, purge) and a
 //!   conversation's deliveries with their attempts.
 //! - [`timers`]: durable timers, claimed by pollers.
 //! - [`leases`]: workers and the shards they hold.
+//! - [`listen`]: [`OutboxListener`], `LISTEN` for new deliveries.
 //! - [`error`]: [`Error`] and [`Result`].
 
 pub mod batch_tx;
@@ -32,20 +34,24 @@ pub mod events;
 pub mod executor;
 pub mod key;
 pub mod leases;
+pub mod listen;
 pub mod migrations;
 pub mod outbox;
+pub mod settle;
 pub mod store;
 pub mod timers;
 
 pub use batch_tx::BatchTransaction;
 pub use conversations::{StoredConversation, lock_conversations, save_conversations};
 pub use dead_letters::{AttemptRecord, DeadLetterChange, DeadLetterFilter, DeliveryRecord};
-pub use deliveries::{WebhookDeliveryRow, insert_webhook_deliveries, insert_widget_events};
+pub use deliveries::{WebhookDeliveryRow, insert_webhook_deliveries, insert_widget_events, outbox_channel};
 pub use error::{Error, Result};
 pub use events::{EventRecord, applied_event_ids, record_events};
 pub use executor::Executor;
 pub use key::ConvKey;
 pub use leases::Lease;
-pub use outbox::{ClaimedDelivery, DeadReason, NewAttempt, Settle};
+pub use listen::OutboxListener;
+pub use outbox::{ClaimGroup, Claimed, ClaimedDelivery, DeadReason, UnsendableHead};
+pub use settle::{NewAttempt, Settle, SettleJob};
 pub use store::Store;
 pub use timers::{DueTimer, claim_due_timers, delete_fired_timer, delete_timers, upsert_timers};

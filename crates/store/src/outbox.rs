@@ -1,17 +1,21 @@
-//! The dispatcher's side of the webhook outbox (SPEC §4): claiming due
-//! deliveries head-of-line per conversation, and settling each claim after an
-//! attempt (delivered, retry later, dead-lettered) in one transaction with the
-//! attempt's history row.
+//! The dispatcher's side of the webhook outbox (docs/protocol.md §4): claiming
+//! due deliveries head-of-line per conversation; settling is in
+//! [`crate::settle`].
 //!
-//! A claim is a lease (`claimed_by`, `claimed_until`) taken with
-//! `FOR UPDATE SKIP LOCKED`, so several dispatchers (one per worker process)
-//! share the outbox without sending a delivery twice while its lease holds. A
-//! dispatcher that dies leaves leases that expire; the rows are then claimed
-//! again (at-least-once).
+//! Each conversation with pending deliveries has one row in `webhook_heads`,
+//! its lowest pending sequence (migration 3). A claim reads only heads,
+//! through the `(bot_id, due_at)` index, in due order, and takes each as a
+//! lease: `due_at` moves to the lease's end (on the database's clock) and
+//! `claimed_by` names the dispatcher. Rows are taken with `FOR UPDATE SKIP
+//! LOCKED`, so several dispatchers share the outbox without waiting on each
+//! other or sending a delivery twice while its lease holds. A dispatcher that
+//! dies leaves leases that expire; the heads are then due again
+//! (at-least-once). No statement here reads more rows than a small multiple of
+//! what it returns, whatever the planner's statistics (`tests/plans.rs`).
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
@@ -32,12 +36,22 @@ pub enum DeadReason {
     OutOfBudget,
     /// The bot has no webhook URL configured.
     NoEndpoint,
+    /// A `widgetEscalate` whose escalation had ended before it could be sent
+    /// (settled `skipped`, never sent).
+    EscalationEnded,
+    /// The stored row no longer decodes (dead-lettered alone).
+    Undecodable,
 }
 
 impl DeadReason {
     /// Every reason, for help texts and validation.
-    pub const ALL: [DeadReason; 3] =
-        [DeadReason::FinalStatus, DeadReason::OutOfBudget, DeadReason::NoEndpoint];
+    pub const ALL: [DeadReason; 5] = [
+        DeadReason::FinalStatus,
+        DeadReason::OutOfBudget,
+        DeadReason::NoEndpoint,
+        DeadReason::EscalationEnded,
+        DeadReason::Undecodable,
+    ];
 
     /// Column and metrics-label value.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +59,8 @@ impl DeadReason {
             DeadReason::FinalStatus => "final_status",
             DeadReason::OutOfBudget => "out_of_budget",
             DeadReason::NoEndpoint => "no_endpoint",
+            DeadReason::EscalationEnded => "escalation_ended",
+            DeadReason::Undecodable => "undecodable",
         }
     }
 
@@ -75,21 +91,80 @@ pub struct ClaimedDelivery {
     pub envelope: WebhookEnvelope,
     /// Attempts made in the current run (reset by a replay).
     pub attempts: u32,
-    /// When the current run started: the retry budget counts from here.
+    /// When the current run's budget started: for a `widgetEscalate` never
+    /// replayed, when it was queued (the escalation's creation: a person is
+    /// waiting); otherwise the first claim of the run. The first settlement
+    /// stores it.
     pub first_attempt_at: DateTime<Utc>,
     /// Set when the delivery was already given up and only the
     /// `escalateUndeliverable` notice is still outstanding.
     pub reason: Option<DeadReason>,
+    /// Whether the conversation's current escalation is still the one this
+    /// delivery belongs to and is live (not back to `idle`).
+    pub escalation_live: bool,
+}
+
+/// A claimed head that cannot be sent: its row does not decode, or the head
+/// points at no pending delivery. Settle it (dead-letter or heal) so the
+/// conversation's later deliveries go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsendableHead {
+    /// The delivery the head points at.
+    pub id: i64,
+    /// What is wrong with it.
+    pub error: String,
+    /// `true`: the head points at no pending row and only needs to move on;
+    /// `false`: the row is pending but undecodable and is dead-lettered.
+    pub stale: bool,
+}
+
+/// What a claim round took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claimed {
+    /// Deliveries to send.
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// Heads to settle without sending.
+    pub unsendable: Vec<UnsendableHead>,
+}
+
+impl Claimed {
+    /// Whether nothing was claimed.
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.unsendable.is_empty()
+    }
+
+    /// How many heads were claimed.
+    pub fn len(&self) -> usize {
+        self.deliveries.len() + self.unsendable.len()
+    }
+}
+
+/// The bots sharing one endpoint and how many of their heads one claim may
+/// take in all: an endpoint shared by several bots is claimed for once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimGroup<'a> {
+    /// The bots.
+    pub bots: &'a [&'a str],
+    /// At most this many heads, over all of them.
+    pub cap: u32,
 }
 
 fn claimed_from_row(row: &Row) -> Result<ClaimedDelivery> {
     let attempts: i32 = row.try_get("attempts")?;
     let Json(envelope) = row.try_get::<_, Json<WebhookEnvelope>>("payload")?;
+    let event_type: String = row.try_get("event_type")?;
+    let replays: i32 = row.try_get("replays")?;
+    let started: Option<DateTime<Utc>> = row.try_get("first_attempt_at")?;
+    let first_attempt_at = match started {
+        Some(at) => at,
+        None if event_type == "widgetEscalate" && replays == 0 => row.try_get("created_at")?,
+        None => row.try_get("claimed_at")?,
+    };
     Ok(ClaimedDelivery {
         id: row.try_get("id")?,
         key: key_from_row(row)?,
         sequence: to_u64(row.try_get("sequence")?, "sequence")?,
-        event_type: row.try_get("event_type")?,
+        event_type,
         escalation_id: row
             .try_get::<_, Option<&str>>("escalation_id")?
             .map(|id| parse_id(id, "escalation_id", EscalationId::parse))
@@ -97,223 +172,112 @@ fn claimed_from_row(row: &Row) -> Result<ClaimedDelivery> {
         envelope,
         attempts: u32::try_from(attempts)
             .map_err(|_| Error::Corrupt { column: "attempts", value: attempts.to_string() })?,
-        first_attempt_at: row.try_get("first_attempt_at")?,
-        reason: reason_from_column(row.try_get("reason")?)?,
+        first_attempt_at,
+        reason: crate::outbox::reason_from_column(row.try_get("reason")?)?,
+        escalation_live: row.try_get("escalation_live")?,
     })
 }
 
-/// One HTTP attempt, for the `webhook_attempts` history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAttempt {
-    /// When it was sent.
-    pub at: DateTime<Utc>,
-    /// The response status, if there was a response.
-    pub status_code: Option<u16>,
-    /// What went wrong, if anything (timeout, connect error, refused address, status text).
-    pub error: Option<String>,
-    /// Time to the response (or the failure), in milliseconds.
-    pub latency_ms: u32,
-}
-
-/// What becomes of a claimed delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// 2xx: delivered at this time.
-    Delivered(DateTime<Utc>),
-    /// Try again at this time (counts the attempt, if one is given).
-    RetryAt(DateTime<Utc>),
-    /// Not attempted (circuit open, broker unavailable for the notice): due
-    /// again at this time, the attempt counter and `reason` unchanged.
-    Defer(DateTime<Utc>),
-    /// Given up, but a notice must be confirmed first: stays `pending` with
-    /// `reason` set, due at this time, still claimed (the caller publishes the
-    /// notice next; if it dies, the lease expires and another does).
-    AwaitNotice(DeadReason, DateTime<Utc>),
-    /// Dead-lettered at this time.
-    Dead(DeadReason, DateTime<Utc>),
-}
-
-/// The columns a [`Settle`] writes.
-struct RowUpdate {
-    status: &'static str,
-    reason: Option<&'static str>,
-    /// A deferral leaves `reason` as it was (a notice may still be outstanding).
-    keep_reason: bool,
-    next_attempt_at: Option<DateTime<Utc>>,
-    delivered_at: Option<DateTime<Utc>>,
-    dead_at: Option<DateTime<Utc>>,
-}
-
-impl RowUpdate {
-    fn of(settle: Settle) -> Self {
-        let pending = |reason: Option<DeadReason>, keep_reason, at| RowUpdate {
-            status: "pending",
-            reason: reason.map(DeadReason::as_str),
-            keep_reason,
-            next_attempt_at: Some(at),
-            delivered_at: None,
-            dead_at: None,
-        };
-        match settle {
-            Settle::Delivered(at) => {
-                RowUpdate { delivered_at: Some(at), status: "delivered", ..pending(None, false, at) }
-            }
-            Settle::RetryAt(at) => pending(None, false, at),
-            Settle::Defer(at) => pending(None, true, at),
-            Settle::AwaitNotice(reason, at) => pending(Some(reason), false, at),
-            Settle::Dead(reason, at) => {
-                RowUpdate { dead_at: Some(at), status: "dead", ..pending(Some(reason), false, at) }
-            }
-        }
-    }
-}
+// One statement. Per bot, its due heads through `(bot_id, due_at)`, at most the
+// group's cap each, locked or skipped; then at most the cap per group, in due
+// order; the heads taken are leased; their deliveries and conversations are
+// read by primary key. Nothing scans: every step probes an index with a limit.
+const CLAIM: &str = "
+    WITH cand AS (
+        SELECT h.bot_id, h.conversation_id, h.delivery_id, h.due_at, g.grp, g.cap
+        FROM UNNEST($1::text[], $2::int[], $3::bigint[]) AS g(bot_id, grp, cap)
+        CROSS JOIN LATERAL (
+            SELECT h.bot_id, h.conversation_id, h.delivery_id, h.due_at
+            FROM {schema}.webhook_heads h
+            WHERE h.bot_id = g.bot_id AND h.due_at <= now()
+            ORDER BY h.due_at
+            LIMIT g.cap
+            FOR UPDATE OF h SKIP LOCKED
+        ) h
+    ), picked AS (
+        SELECT bot_id, conversation_id FROM (
+            SELECT bot_id, conversation_id, cap,
+                   row_number() OVER (PARTITION BY grp ORDER BY due_at, delivery_id) AS rank
+            FROM cand
+        ) ranked
+        WHERE rank <= cap
+    ), claimed AS (
+        UPDATE {schema}.webhook_heads h
+        SET due_at = now() + make_interval(secs => $5), claimed_by = $4
+        FROM picked p
+        WHERE h.bot_id = p.bot_id AND h.conversation_id = p.conversation_id
+        RETURNING h.delivery_id
+    )
+    SELECT cl.delivery_id, d.id, d.bot_id, d.conversation_id, d.sequence, d.event_type, d.escalation_id,
+           d.status, d.payload, d.attempts, d.replays, d.created_at, d.first_attempt_at, d.reason,
+           now() AS claimed_at,
+           (c.phase IS NOT NULL AND c.phase <> 'idle'
+               AND c.escalation_id IS NOT DISTINCT FROM d.escalation_id) AS escalation_live
+    FROM claimed cl
+    LEFT JOIN {schema}.webhook_deliveries d ON d.id = cl.delivery_id
+    LEFT JOIN {schema}.conversations c ON c.bot_id = d.bot_id AND c.conversation_id = d.conversation_id";
 
 impl Store {
-    /// Pending deliveries of bots not in `configured`, counted per bot: a
-    /// dispatcher never claims them, so they wait until their bot is
-    /// configured again. The dispatcher reports them.
-    pub async fn pending_of_other_bots(&self, configured: &[&str]) -> Result<Vec<(String, i64)>> {
-        let rows = self
-            .query(
-                "SELECT bot_id, count(*) FROM {schema}.webhook_deliveries
-                 WHERE status = 'pending' AND bot_id <> ALL($1::text[])
-                 GROUP BY bot_id ORDER BY bot_id",
-                &[&configured],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    /// Claims, for `lease`, the due heads of each group's bots, at most the
+    /// group's cap per group: only a conversation's lowest pending sequence
+    /// is ever due (head of line: order per conversation); delivered, dead
+    /// and skipped rows do not block. Heads another dispatcher holds (lock or
+    /// unexpired lease) are skipped. Each group is limited on its own, so a
+    /// bot or endpoint with a backlog never crowds out another.
+    pub async fn claim_deliveries(
+        &self,
+        claimer: &str,
+        groups: &[ClaimGroup<'_>],
+        lease: Duration,
+    ) -> Result<Claimed> {
+        let mut bots = Vec::new();
+        let mut group_of = Vec::new();
+        let mut caps = Vec::new();
+        for (index, group) in (0_i32..).zip(groups) {
+            if group.cap == 0 {
+                continue;
+            }
+            for bot in group.bots {
+                bots.push(*bot);
+                group_of.push(index);
+                caps.push(i64::from(group.cap));
+            }
+        }
+        if bots.is_empty() {
+            return Ok(Claimed::default());
+        }
+        let rows = self.query(CLAIM, &[&bots, &group_of, &caps, &claimer, &lease.as_secs_f64()]).await?;
+        let mut claimed = Claimed::default();
+        for row in &rows {
+            let id: i64 = row.try_get("delivery_id")?;
+            let status: Option<String> = row.try_get("status")?;
+            if status.as_deref() != Some("pending") {
+                let error =
+                    format!("head points at a delivery that is {}", status.as_deref().unwrap_or("missing"));
+                claimed.unsendable.push(UnsendableHead { id, error, stale: true });
+                continue;
+            }
+            match claimed_from_row(row) {
+                Ok(delivery) => claimed.deliveries.push(delivery),
+                Err(error) => {
+                    claimed.unsendable.push(UnsendableHead { id, error: error_chain(&error), stale: false })
+                }
+            }
+        }
+        Ok(claimed)
     }
 
-    /// Claims up to `cap` due deliveries of each `(bot, cap)` in `caps`, for
-    /// `lease`. Only a conversation's lowest pending sequence is due (head of
-    /// line: order per conversation); delivered, dead and skipped rows do not
-    /// block. Rows another dispatcher holds (lock or unexpired lease) are
-    /// skipped. Each bot is limited on its own, so a bot with a backlog never
-    /// crowds out another. Starts the run's budget clock on first claim.
+    /// [`Store::claim_deliveries`] with one group per bot: `(bot, cap)`.
     pub async fn claim_due_deliveries(
         &self,
         claimer: &str,
         caps: &[(&str, u32)],
-        now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Vec<ClaimedDelivery>> {
-        let (bots, limits): (Vec<&str>, Vec<i64>) =
-            caps.iter().filter(|(_, cap)| *cap > 0).map(|(bot, cap)| (*bot, i64::from(*cap))).unzip();
-        if bots.is_empty() {
-            return Ok(Vec::new());
-        }
-        let until = TimeDelta::from_std(lease)
-            .ok()
-            .and_then(|lease| now.checked_add_signed(lease))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let rows = self
-            .query(
-                "WITH picked AS (
-                     SELECT c.id
-                     FROM UNNEST($1::text[], $2::bigint[]) AS cap(bot_id, n)
-                     CROSS JOIN LATERAL (
-                         SELECT d.id FROM {schema}.webhook_deliveries d
-                         WHERE d.bot_id = cap.bot_id
-                           AND d.status = 'pending'
-                           AND d.next_attempt_at <= $3
-                           AND (d.claimed_until IS NULL OR d.claimed_until <= $3)
-                           AND NOT EXISTS (
-                               SELECT 1 FROM {schema}.webhook_deliveries p
-                               WHERE p.status = 'pending'
-                                 AND p.bot_id = d.bot_id
-                                 AND p.conversation_id = d.conversation_id
-                                 AND p.sequence < d.sequence)
-                         ORDER BY d.next_attempt_at, d.id
-                         LIMIT cap.n
-                         FOR UPDATE OF d SKIP LOCKED
-                     ) c
-                 )
-                 UPDATE {schema}.webhook_deliveries d
-                 SET claimed_by = $4, claimed_until = $5,
-                     first_attempt_at = COALESCE(d.first_attempt_at, $3)
-                 FROM picked WHERE d.id = picked.id
-                 RETURNING d.id, d.bot_id, d.conversation_id, d.sequence, d.event_type, d.escalation_id,
-                           d.payload, d.attempts, d.first_attempt_at, d.reason",
-                &[&bots, &limits, &now, &claimer, &until],
-            )
-            .await?;
-        rows.iter().map(claimed_from_row).collect()
-    }
-
-    /// Records `attempt` (if any) in the delivery's history and applies
-    /// `settle`, in one transaction. Returns `false` when the claim was lost
-    /// (the lease expired and another dispatcher took the row, or the row was
-    /// purged): the attempt is still recorded, the row is left to its holder.
-    pub async fn settle_delivery(
-        &self,
-        id: i64,
-        claimer: &str,
-        attempt: Option<&NewAttempt>,
-        settle: Settle,
-    ) -> Result<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let rows = tx
-            .query(
-                &self.qualify("SELECT claimed_by FROM {schema}.webhook_deliveries WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await?;
-        let Some(row) = rows.first() else { return Ok(false) };
-        let holder: Option<String> = row.try_get("claimed_by")?;
-        if let Some(attempt) = attempt {
-            let status = attempt.status_code.map(i32::from);
-            let latency = i32::try_from(attempt.latency_ms).unwrap_or(i32::MAX);
-            tx.execute(
-                &self.qualify(
-                    "INSERT INTO {schema}.webhook_attempts (delivery_id, attempt, at, status_code, error, latency_ms)
-                     SELECT $1, COALESCE(MAX(attempt), 0) + 1, $2, $3, $4, $5
-                     FROM {schema}.webhook_attempts WHERE delivery_id = $1",
-                ),
-                &[&id, &attempt.at, &status, &attempt.error, &latency],
-            )
-            .await?;
-        }
-        if holder.as_deref() != Some(claimer) {
-            tx.commit().await?;
-            return Ok(false);
-        }
-        let counted = i32::from(attempt.is_some());
-        // Awaiting the notice, the claim is kept: the same dispatcher goes on
-        // to publish it.
-        let hold = matches!(settle, Settle::AwaitNotice(..));
-        let error = attempt.and_then(|a| a.error.as_deref());
-        let row = RowUpdate::of(settle);
-        tx.execute(
-            &self.qualify(
-                "UPDATE {schema}.webhook_deliveries SET
-                     status = $2,
-                     reason = CASE WHEN $9 THEN reason ELSE $3 END,
-                     next_attempt_at = COALESCE($4, next_attempt_at),
-                     delivered_at = COALESCE($5, delivered_at),
-                     dead_at = $6,
-                     attempts = attempts + $7,
-                     last_error = CASE WHEN $2 = 'delivered' THEN NULL ELSE COALESCE($8, last_error) END,
-                     claimed_by = CASE WHEN $10 THEN claimed_by END,
-                     claimed_until = CASE WHEN $10 THEN claimed_until END
-                 WHERE id = $1",
-            ),
-            &[
-                &id,
-                &row.status,
-                &row.reason,
-                &row.next_attempt_at,
-                &row.delivered_at,
-                &row.dead_at,
-                &counted,
-                &error,
-                &row.keep_reason,
-                &hold,
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+    ) -> Result<Claimed> {
+        let bots: Vec<[&str; 1]> = caps.iter().map(|(bot, _)| [*bot]).collect();
+        let groups: Vec<ClaimGroup<'_>> =
+            bots.iter().zip(caps).map(|(bots, (_, cap))| ClaimGroup { bots, cap: *cap }).collect();
+        self.claim_deliveries(claimer, &groups, lease).await
     }
 
     /// Gives back claims that were not acted on (shutdown), so another
@@ -323,12 +287,68 @@ impl Store {
             return Ok(0);
         }
         self.execute(
-            "UPDATE {schema}.webhook_deliveries SET claimed_by = NULL, claimed_until = NULL
-             WHERE id = ANY($1) AND claimed_by = $2",
+            "UPDATE {schema}.webhook_heads SET due_at = now(), claimed_by = NULL
+             WHERE delivery_id = ANY($1) AND claimed_by = $2",
             &[&ids, &claimer],
         )
         .await
     }
+
+    /// Makes every unclaimed head of `bots` that waits for a later retry due
+    /// now: their endpoint answers again (its circuit closed), so the backlog
+    /// moves at once instead of at each delivery's backoff. Returns how many.
+    pub async fn pull_forward(&self, bots: &[&str]) -> Result<u64> {
+        if bots.is_empty() {
+            return Ok(0);
+        }
+        self.execute(
+            "UPDATE {schema}.webhook_heads h SET due_at = now()
+             FROM UNNEST($1::text[]) AS b(bot_id)
+             WHERE h.bot_id = b.bot_id AND h.due_at > now() AND h.claimed_by IS NULL",
+            &[&bots],
+        )
+        .await
+    }
+
+    /// Bots that have pending deliveries but are not in `configured`, each
+    /// with its count of pending deliveries (counted up to `cap`): a
+    /// dispatcher never claims them, so they wait until their bot is
+    /// configured again. The dispatcher reports them. Finds the bots by
+    /// skipping through the heads' primary key, one probe per bot.
+    pub async fn pending_of_other_bots(&self, configured: &[&str], cap: i64) -> Result<Vec<(String, i64)>> {
+        let rows = self
+            .query(
+                "WITH RECURSIVE bots(bot_id) AS (
+                     (SELECT bot_id FROM {schema}.webhook_heads ORDER BY bot_id LIMIT 1)
+                     UNION ALL
+                     SELECT (SELECT h.bot_id FROM {schema}.webhook_heads h
+                             WHERE h.bot_id > b.bot_id ORDER BY h.bot_id LIMIT 1)
+                     FROM bots b WHERE b.bot_id IS NOT NULL
+                 )
+                 SELECT b.bot_id,
+                        (SELECT count(*) FROM (
+                             SELECT 1 FROM {schema}.webhook_deliveries d
+                             WHERE d.bot_id = b.bot_id AND d.status = 'pending' LIMIT $2) n) AS pending
+                 FROM bots b
+                 WHERE b.bot_id IS NOT NULL AND b.bot_id <> ALL($1::text[])
+                 ORDER BY b.bot_id",
+                &[&configured, &cap],
+            )
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+}
+
+/// An error with its sources, on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use crate::executor;
 pub struct Store {
     pool: Pool,
     schema: Arc<str>,
+    /// How the pool connects, for connections of their own (`LISTEN`).
+    config: Arc<tokio_postgres::Config>,
 }
 
 impl fmt::Debug for Store {
@@ -42,13 +44,19 @@ const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
 impl Store {
     /// Builds a pool of at most `pool_size` connections to `url`, working in
     /// `schema`. Connects lazily: nothing is opened until the first query.
+    ///
+    /// On every connection the planner never scans a table or hashes or
+    /// merges a join if it can probe an index instead (see
+    /// [`Store::connect_for_batches`] for why): every statement of ours looks
+    /// rows up by key or walks an index with a limit, and none may depend on
+    /// `ANALYZE` having run. The dispatcher's claims over a large outbox and
+    /// the operator's queries need this as much as the worker's batches.
     pub fn connect(url: &str, schema: &str, pool_size: usize) -> Result<Store> {
-        Self::connect_with(url, schema, pool_size, "")
+        Self::connect_with(url, schema, pool_size, KEYED_ONLY)
     }
 
-    /// Like [`Store::connect`], for the worker's batch transactions: the
-    /// planner never scans a table or hashes or merges a join on these
-    /// connections, it probes the keys.
+    /// Like [`Store::connect`] (the same planner settings), for the worker's
+    /// batch transactions.
     ///
     /// Every batch statement looks rows up by primary key. Its plan is cached
     /// per connection, and a plan made while a table was empty (a fresh
@@ -75,6 +83,7 @@ impl Store {
         if config.get_application_name().is_none() {
             config.application_name("escalations");
         }
+        let listen_config = Arc::new(config.clone());
         let manager =
             Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -83,7 +92,12 @@ impl Store {
             .create_timeout(Some(CREATE_TIMEOUT))
             .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()?;
-        Ok(Store { pool, schema: schema.into() })
+        Ok(Store { pool, schema: schema.into(), config: listen_config })
+    }
+
+    /// How the pool's connections are made (for a connection of its own).
+    pub(crate) fn connection_config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 
     /// The schema this store works in (unquoted).

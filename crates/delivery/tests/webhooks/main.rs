@@ -2,6 +2,7 @@
 //! undeliverable notice), posting to in-process receivers whose answers each
 //! test controls. One test binary, so the suite links once.
 
+mod budgets;
 mod dead_letters;
 mod isolation;
 mod ordering;

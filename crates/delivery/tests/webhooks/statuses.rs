@@ -124,6 +124,7 @@ async fn a_configured_wake_starts_a_claim_round_before_the_next_poll() {
         let config = delivery::DispatcherConfig {
             poll_interval: Duration::from_secs(60),
             wake: Some(wake.clone()),
+            listen: false,
             ..fast_config()
         };
         let running = start(&settings, &store, None, config);
@@ -156,9 +157,32 @@ async fn deliveries_of_an_unconfigured_bot_stay_pending_and_are_counted() {
         .await;
         running.stop().await;
         assert_eq!(statuses(&store, &gone).await, ["pending"], "never claimed, never dropped");
-        let counted = store.pending_of_other_bots(&["kept"]).await.expect("count");
+        let counted = store.pending_of_other_bots(&["kept"], 1_000).await.expect("count");
         assert_eq!(counted, [("removed".to_owned(), 1)]);
-        assert!(store.pending_of_other_bots(&["kept", "removed"]).await.expect("count").is_empty());
+        assert!(store.pending_of_other_bots(&["kept", "removed"], 1_000).await.expect("count").is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_delivery_committed_elsewhere_is_sent_before_the_next_poll() {
+    with_store(|store| async move {
+        let receiver = Receiver::start().await;
+        receiver.always(200);
+        let settings = settings(vec![bot("told", &receiver.url(), &[secret(1)])]);
+        // Polls once at start, then not for a minute, and nothing in this
+        // process wakes it: only the worker's NOTIFY, heard through LISTEN.
+        let config = delivery::DispatcherConfig { poll_interval: Duration::from_secs(60), ..fast_config() };
+        let running = start(&settings, &store, None, config);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        insert(&store, &[(key("told", "c"), message(1, "x"))]).await;
+        eventually(Duration::from_secs(5), "the delivery after the notification", || async {
+            receiver.count() == 1
+        })
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+        running.stop().await;
     })
     .await;
 }

@@ -157,12 +157,40 @@ pub fn escalate(sequence: u64, escalation: &str) -> WebhookEnvelope {
     }
 }
 
-/// Queues deliveries as the worker does, due now.
+/// Queues deliveries as the worker does, due now. A `widgetEscalate` comes
+/// with its escalation live, as the worker leaves it (the dispatcher skips
+/// one whose escalation has ended).
 pub async fn insert(store: &Store, rows: &[(ConvKey, WebhookEnvelope)]) {
     let mut client = store.client().await.expect("client");
     let tx = client.transaction().await.expect("begin");
+    for (key, envelope) in rows {
+        if let (WebhookEvent::WidgetEscalate { .. }, Some(escalation)) =
+            (&envelope.event, &envelope.escalation_id)
+        {
+            tx.execute(
+                "INSERT INTO conversations (bot_id, conversation_id, state, phase, escalation_id, updated_at)
+                 VALUES ($1, $2, '{}', 'requested', $3, now())
+                 ON CONFLICT (bot_id, conversation_id) DO UPDATE SET phase = 'requested', escalation_id = $3",
+                &[&key.bot_id.as_str(), &key.conversation_id.as_str(), &escalation.as_str()],
+            )
+            .await
+            .expect("live escalation");
+        }
+    }
     store::insert_webhook_deliveries(&tx, rows, Utc::now()).await.expect("insert");
     tx.commit().await.expect("commit");
+}
+
+/// Ends the conversation's escalation, as the state machine does.
+pub async fn end_escalation(store: &Store, key: &ConvKey) {
+    let client = store.client().await.expect("client");
+    client
+        .execute(
+            "UPDATE conversations SET phase = 'idle' WHERE bot_id = $1 AND conversation_id = $2",
+            &[&key.bot_id.as_str(), &key.conversation_id.as_str()],
+        )
+        .await
+        .expect("end escalation");
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passes.
