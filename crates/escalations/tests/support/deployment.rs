@@ -1,0 +1,406 @@
+//! A deployment as users run one: the real `escalations` binary, each role in
+//! a process of its own (N ingress, M workers with their webhook
+//! dispatchers), on the machine's RabbitMQ and PostgreSQL under a queue
+//! prefix and a schema of their own, removed again by [`Deployment::stop`].
+//! And [`Sink`], a webhook endpoint in the caller's process that verifies
+//! every signature and records what arrived, when.
+//!
+//! Shared by the burst test (`tests/webhook_burst.rs`) and the webhook
+//! benchmark (`examples/bench_webhooks.rs`).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+/// The bot every deployment serves, its API key and its webhook secret.
+pub const BOT: &str = "acme";
+pub const KEY: &str = "acme-key-0123456789";
+pub const WEBHOOK_SECRET: &str = "whsec_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+const TOKEN_SECRET: &str = "deployment-widget-token-secret-0123456789";
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// How to lay the deployment out.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub ingress: usize,
+    pub workers: usize,
+    pub shards: u16,
+    /// Where the bot's webhooks go; `None`: the workers do not know the bot
+    /// (its deliveries wait, pending, until a worker that knows it starts).
+    pub webhook_url: Option<String>,
+    /// Extra `[webhooks]` lines.
+    pub webhooks: String,
+    pub log_filter: String,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            ingress: 1,
+            workers: 2,
+            shards: 8,
+            webhook_url: None,
+            webhooks: String::new(),
+            log_filter: "warn".into(),
+        }
+    }
+}
+
+/// Running processes of one deployment.
+pub struct Deployment {
+    pub prefix: String,
+    pub schema: String,
+    /// Base URLs of the ingress processes.
+    pub ingress: Vec<String>,
+    binary: PathBuf,
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+    pub store: store::Store,
+}
+
+fn toml(layout: &Layout, prefix: &str, schema: &str, with_webhook: bool) -> String {
+    let webhook = match (&layout.webhook_url, with_webhook) {
+        (Some(url), true) => format!("webhook_url = \"{url}\"\nwebhook_secrets = [\"{WEBHOOK_SECRET}\"]"),
+        _ => String::new(),
+    };
+    let amqp = amqp_url();
+    let pg = database_url();
+    let (shards, filter, extra) = (layout.shards, &layout.log_filter, &layout.webhooks);
+    format!(
+        r#"
+[broker]
+url = "{amqp}"
+prefix = "{prefix}"
+shards = {shards}
+[database]
+url = "{pg}"
+schema = "{schema}"
+pool_size = 16
+[widget]
+token_secret = "{TOKEN_SECRET}"
+[webhooks]
+allow_loopback = true
+{extra}
+[log]
+format = "json"
+filter = "{filter}"
+[[bots]]
+id = "{BOT}"
+api_keys = ["{KEY}"]
+{webhook}
+[bots.overrides]
+rate_limit_per_sec = 1000000
+rate_limit_burst = 1000000
+"#
+    )
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the child to take).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl Deployment {
+    /// Migrates, starts the ingress and worker processes and waits until
+    /// every ingress is ready and every shard is held.
+    pub async fn start(binary: &Path, layout: &Layout) -> Deployment {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("dep-{}", &id[..12]);
+        let schema = format!("dep_{}", &id[..12]);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("ingress.toml"), toml(layout, &prefix, &schema, true)).expect("config");
+        std::fs::write(dir.join("worker.toml"), toml(layout, &prefix, &schema, true)).expect("config");
+        std::fs::write(dir.join("worker-unconfigured.toml"), toml(layout, &prefix, &schema, false))
+            .expect("config");
+        let store = store::Store::connect(&database_url(), &schema, 2).expect("store");
+        let mut deployment = Deployment {
+            prefix,
+            schema,
+            ingress: Vec::new(),
+            binary: binary.to_owned(),
+            dir,
+            children: Vec::new(),
+            store,
+        };
+        let migrated = deployment.run(&["migrate"], "ingress.toml");
+        assert!(migrated.status.success(), "migrate: {}", String::from_utf8_lossy(&migrated.stderr));
+        for _ in 0..layout.ingress {
+            let port = free_port();
+            let base = format!("http://127.0.0.1:{port}");
+            deployment.spawn(
+                "ingress",
+                "ingress.toml",
+                &[("ESCALATIONS__HTTP__BIND", &format!("127.0.0.1:{port}"))],
+            );
+            deployment.ingress.push(base);
+        }
+        let worker_config =
+            if layout.webhook_url.is_some() { "worker.toml" } else { "worker-unconfigured.toml" };
+        deployment.start_workers(layout.workers, worker_config).await;
+        let http = reqwest::Client::new();
+        for base in &deployment.ingress {
+            wait_for(Duration::from_secs(60), "an ingress to be ready", || async {
+                http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
+            })
+            .await;
+        }
+        deployment
+    }
+
+    /// Starts `n` more worker processes with `config` (a file name in the
+    /// deployment's folder) and waits until every shard is held.
+    pub async fn start_workers(&mut self, n: usize, config: &str) {
+        for _ in 0..n {
+            self.spawn("worker", config, &[]);
+        }
+        self.wait_for_shards().await;
+    }
+
+    /// Waits until every shard has a live holder.
+    pub async fn wait_for_shards(&self) {
+        let store = self.store.clone();
+        wait_for(Duration::from_secs(60), "every shard held", || {
+            let store = store.clone();
+            async move {
+                let leases = store.list_leases().await.unwrap_or_default();
+                !leases.is_empty()
+                    && leases
+                        .iter()
+                        .all(|lease| lease.holder.is_some() && lease.expires_at > Some(chrono::Utc::now()))
+            }
+        })
+        .await;
+    }
+
+    /// Stops the worker processes (SIGTERM, then waits).
+    pub fn stop_workers(&mut self) {
+        let (workers, rest): (Vec<_>, Vec<_>) =
+            self.children.drain(..).partition(|(role, _)| role == "worker");
+        self.children = rest;
+        for (_, child) in workers {
+            terminate(child);
+        }
+    }
+
+    fn spawn(&mut self, role: &str, config: &str, env: &[(&str, &str)]) {
+        let log =
+            std::fs::File::create(self.dir.join(format!("{role}-{}.log", self.children.len()))).expect("log");
+        let mut command = Command::new(&self.binary);
+        command
+            .arg(role)
+            .arg("--config")
+            .arg(self.dir.join(config))
+            .env_remove("ESCALATIONS_CONFIG")
+            .env("ESCALATIONS_WORKER_LEASE_TTL_MS", "5000")
+            .env("ESCALATIONS_WORKER_RENEW_EVERY_MS", "1000")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start escalations");
+        self.children.push((role.to_owned(), child));
+    }
+
+    fn run(&self, args: &[&str], config: &str) -> std::process::Output {
+        Command::new(&self.binary)
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.join(config))
+            .env_remove("ESCALATIONS_CONFIG")
+            .output()
+            .expect("run escalations")
+    }
+
+    /// The log files of the processes, for a failing test to print.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                    out.push_str(&format!("== {}\n", entry.path().display()));
+                    for line in tail.into_iter().rev() {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops every process, deletes the queues and drops the schema.
+    pub async fn stop(mut self) {
+        for (_, child) in self.children.drain(..) {
+            terminate(child);
+        }
+        let deleted = self.run(&["topology", "delete", "--yes"], "ingress.toml");
+        if !deleted.status.success() {
+            eprintln!("deleting the queues: {}", String::from_utf8_lossy(&deleted.stderr));
+        }
+        if let Err(error) = self.store.drop_schema().await {
+            eprintln!("dropping the schema: {error}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // A panicking test still ends its processes.
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn terminate(mut child: Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `within`.
+pub async fn wait_for<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One webhook as the sink saw it.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: Instant,
+    pub conversation: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub webhook_id: String,
+    /// `data.text` of a `widgetMessage`.
+    pub text: Option<String>,
+    pub signed: bool,
+}
+
+struct SinkState {
+    status: AtomicU16,
+    verifier: standardwebhooks::Webhook,
+    arrivals: Mutex<Vec<Arrival>>,
+    requests: AtomicUsize,
+}
+
+/// A webhook endpoint on 127.0.0.1 that answers with a status the caller
+/// sets (200 at first) and records every request it answered 2xx.
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: SocketAddr,
+    state: Arc<SinkState>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        let state = Arc::new(SinkState {
+            status: AtomicU16::new(200),
+            verifier: standardwebhooks::Webhook::new(WEBHOOK_SECRET).expect("secret"),
+            arrivals: Mutex::new(Vec::new()),
+            requests: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Sink { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// What every later request gets.
+    pub fn answer(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.state.arrivals.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.arrivals.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Requests answered, whatever the status.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn clear(&self) {
+        self.state.arrivals.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+async fn receive(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let status = StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+    if !status.is_success() {
+        return status;
+    }
+    let at = Instant::now();
+    let signed = state.verifier.verify(&body, &headers).is_ok();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let data = &json["data"];
+    let arrival = Arrival {
+        at,
+        conversation: data["platformConversationId"].as_str().unwrap_or_default().to_owned(),
+        sequence: data["sequence"].as_u64().unwrap_or(0),
+        event_type: data["eventType"].as_str().unwrap_or_default().to_owned(),
+        webhook_id: headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+        text: data["text"].as_str().map(str::to_owned),
+        signed,
+    };
+    state.arrivals.lock().unwrap_or_else(PoisonError::into_inner).push(arrival);
+    status
+}
+
+/// Per conversation, the sequences that arrived, in arrival order.
+pub fn sequences_by_conversation(arrivals: &[Arrival]) -> HashMap<String, Vec<u64>> {
+    let mut by: HashMap<String, Vec<u64>> = HashMap::new();
+    for arrival in arrivals {
+        by.entry(arrival.conversation.clone()).or_default().push(arrival.sequence);
+    }
+    by
+}
