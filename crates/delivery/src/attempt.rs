@@ -20,13 +20,15 @@ use crate::targets::{ClaimGuard, Target};
 /// How long a dead `widgetEscalate` waits before its notice is published again.
 const NOTICE_RETRY: TimeDelta = TimeDelta::seconds(2);
 
-/// Runs one claimed delivery to its settlement. `_claim` counts it against
-/// its endpoint's capacity until done.
+/// Runs one claimed delivery to its settlement. `claim` counts it against
+/// its endpoint's capacity until its request is done (not until it is
+/// settled: the endpoint's slots are for requests, and settlements are
+/// group-committed behind them).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     target: Arc<Target>,
     delivery: ClaimedDelivery,
-    _claim: ClaimGuard,
+    claim: ClaimGuard,
 ) {
     // A conversation id in a span is fine (logs), never in a metric label.
     let span = info_span!(
@@ -37,12 +39,12 @@ pub(crate) async fn run(
         sequence = delivery.sequence,
         event_type = %delivery.event_type,
     );
-    deliver(&shared, &target, &delivery).instrument(span).await;
+    deliver(&shared, &target, &delivery, claim).instrument(span).await;
     // The conversation's next sequence may be due now; capacity was freed.
     shared.wake.notify_one();
 }
 
-async fn deliver(shared: &Shared, target: &Target, delivery: &ClaimedDelivery) {
+async fn deliver(shared: &Shared, target: &Target, delivery: &ClaimedDelivery, claim: ClaimGuard) {
     if let Some(reason) = delivery.reason {
         // Given up earlier; only the notice is outstanding.
         return bury(shared, delivery, reason).await;
@@ -103,6 +105,10 @@ async fn deliver(shared: &Shared, target: &Target, delivery: &ClaimedDelivery) {
     let body = serde_json::to_vec(&payload).unwrap_or_default();
     let outcome = shared.client.send(Request { url, id: &id, body: &body, keys: &target.keys }).await;
     drop(permit);
+    // The endpoint's slot is free: another delivery may be claimed for it now.
+    drop(claim);
+    shared.wake.notify_one();
+    debug!(ms = outcome.latency.as_secs_f64() * 1e3, "sent");
 
     let now = Utc::now();
     let class = classify(outcome.result);

@@ -67,7 +67,9 @@ async fn run(store: Store, claimer: String, mut requests: mpsc::Receiver<Request
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let jobs: Vec<SettleJob> = batch.iter().map(|request| request.job.clone()).collect();
+        let started = std::time::Instant::now();
         let held = settle_with_retries(&store, &claimer, &jobs).await;
+        tracing::debug!(rows = jobs.len(), ms = started.elapsed().as_secs_f64() * 1e3, "settled a batch");
         metrics::histogram!(crate::metrics::SETTLE_BATCH_SIZE).record(jobs.len() as f64);
         for (request, held) in batch.drain(..).zip(held) {
             if !held {

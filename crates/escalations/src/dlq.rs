@@ -62,7 +62,8 @@ pub async fn run(store: &Store, action: DlqAction, out: &mut dyn Write) -> anyho
         DlqAction::Purge { filter, yes } => {
             let filter = parse_filter(&filter, now)?;
             if !yes {
-                let count = store.list_dead_letters(&filter, BULK_LIMIT).await.context("counting")?.len();
+                let listed = store.list_dead_letters(&filter, BULK_LIMIT).await.context("counting")?;
+                let count = listed.iter().filter(|letter| letter.status == "dead").count();
                 bail!("refusing to delete {count} dead letter(s) without --yes (this cannot be undone)");
             }
             let deleted = store.purge_dead_letters(&filter).await.context("purging dead letters")?;
@@ -82,7 +83,9 @@ async fn replay_bulk(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let filter = parse_filter(filter, now)?;
-    let letters = store.list_dead_letters(&filter, BULK_LIMIT).await.context("listing dead letters")?;
+    let mut letters = store.list_dead_letters(&filter, BULK_LIMIT).await.context("listing dead letters")?;
+    // Skipped deliveries (their escalation ended) are listed, never replayed.
+    letters.retain(|letter| letter.status == "dead");
     let mut by_conversation: BTreeMap<(String, String), Vec<&DeliveryRecord>> = BTreeMap::new();
     for letter in &letters {
         let key = (letter.key.bot_id.to_string(), letter.key.conversation_id.to_string());
@@ -200,8 +203,9 @@ pub fn format_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn reason_str(record: &DeliveryRecord) -> &'static str {
-    record.reason.map_or("-", DeadReason::as_str)
+fn reason_str(record: &DeliveryRecord) -> String {
+    let reason = record.reason.map_or("-", DeadReason::as_str);
+    if record.status == "dead" { reason.to_owned() } else { format!("{reason} ({})", record.status) }
 }
 
 fn webhook_id(record: &DeliveryRecord) -> String {
@@ -239,7 +243,7 @@ pub fn render_table(letters: &[DeliveryRecord]) -> String {
             truncate(l.key.conversation_id.as_str(), 36),
             l.sequence.to_string(),
             l.event_type.clone(),
-            reason_str(l).to_owned(),
+            reason_str(l),
             l.attempts.to_string(),
             l.dead_at.map_or("-".to_owned(), format_time),
             truncate(l.last_error.as_deref().unwrap_or("-"), ERROR_WIDTH),
@@ -398,7 +402,7 @@ mod tests {
         let error = parse_filter(&args, now()).expect_err("bad reason").to_string();
         assert_eq!(
             error,
-            "invalid --reason \"nope\": expected one of final_status, out_of_budget, no_endpoint"
+            "invalid --reason \"nope\": expected one of final_status, out_of_budget, no_endpoint, escalation_ended, undecodable"
         );
         let args =
             DlqFilterArgs { since: Some("1h".into()), until: Some("2h".into()), ..DlqFilterArgs::default() };

@@ -273,6 +273,12 @@ impl Store {
             )
             .await?;
         let replayed: i64 = rows.first().map(|row| row.try_get("replayed")).transpose()?.unwrap_or(0);
+        if replayed > 0 {
+            // Best effort: a dispatcher that misses it polls anyway.
+            if let Err(error) = self.announce_outbox().await {
+                tracing::warn!(%error, "announcing replayed deliveries");
+            }
+        }
         Ok(u64::try_from(replayed).unwrap_or(0))
     }
 

@@ -67,8 +67,8 @@ pub async fn insert_widget_events(tx: &impl Executor, rows: &[(ConvKey, WidgetEn
 // dispatcher settling that head concurrently either sees these rows (it waits
 // for this commit) or has deleted the head before, and then the insert is
 // retried and makes a new one: a pending delivery is never left without a head.
-// Dispatchers in other processes hear of new heads through `NOTIFY`, sent at
-// commit (docs/protocol.md §4).
+// Dispatchers in other processes hear of new deliveries through
+// `Store::announce_outbox`, after the commit (docs/protocol.md §4).
 const INSERT_WEBHOOK: &str = "
     WITH ins AS (
         INSERT INTO webhook_deliveries
@@ -89,10 +89,7 @@ const INSERT_WEBHOOK: &str = "
         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET sequence = webhook_heads.sequence WHERE false
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM ins) AS inserted,
-           (SELECT count(*) FROM heads) AS heads,
-           (SELECT count(*) FROM (SELECT pg_notify(current_schema() || '.outbox', '')
-                                  WHERE EXISTS (SELECT 1 FROM ins)) n) AS notified";
+    SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM heads) AS heads";
 
 /// The channel a dispatcher `LISTEN`s on for new deliveries of `schema`.
 pub fn outbox_channel(schema: &str) -> String {

@@ -310,6 +310,28 @@ impl Store {
         .await
     }
 
+    /// Vacuums the heads table, if no other dispatcher is doing it right now.
+    /// Returns whether it ran.
+    ///
+    /// Every claim and settlement rewrites a head, so the small table is
+    /// mostly dead row versions within a minute at a few hundred webhooks a
+    /// second; where autovacuum is off (or lags, as it does under load) every
+    /// claim then walks them. Vacuuming a table of a few thousand live rows
+    /// takes milliseconds; no statistics are gathered or relied on.
+    pub async fn vacuum_heads(&self) -> Result<bool> {
+        let client = self.client().await?;
+        let key = format!("store.vacuum_heads:{}", self.schema());
+        let row = client.query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key]).await?;
+        if !row.try_get::<_, bool>(0)? {
+            return Ok(false);
+        }
+        let vacuumed =
+            client.batch_execute(&self.qualify("VACUUM (SKIP_LOCKED) {schema}.webhook_heads")).await;
+        client.execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key]).await?;
+        vacuumed?;
+        Ok(true)
+    }
+
     /// Bots that have pending deliveries but are not in `configured`, each
     /// with its count of pending deliveries (counted up to `cap`): a
     /// dispatcher never claims them, so they wait until their bot is

@@ -121,10 +121,11 @@ async fn apply_with_retries(
                 histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                 record_verdicts(envelopes.len(), &outcome);
                 // After the commit: what subscribers hear of is durable.
-                if outcome.webhooks_queued
-                    && let Some(dispatcher) = &ctx.webhooks_queued
-                {
-                    dispatcher.notify_one();
+                if outcome.webhooks_queued {
+                    if let Some(dispatcher) = &ctx.webhooks_queued {
+                        dispatcher.notify_one();
+                    }
+                    ctx.announce.notify_one();
                 }
                 for (queue, updates) in answers(envelopes, replies, &outcome.live) {
                     ctx.live.reply(queue, updates);

@@ -43,6 +43,9 @@ pub(crate) struct Context {
     /// Notified after a batch queued webhook deliveries, so a dispatcher in
     /// this process claims them at once instead of at its next poll.
     pub(crate) webhooks_queued: Option<Arc<Notify>>,
+    /// Notified after a batch queued webhook deliveries, so that dispatchers
+    /// in other processes hear of them (`NOTIFY`, sent by [`announce_outbox`]).
+    pub(crate) announce: Arc<Notify>,
 }
 
 /// Starts workers; see [`Worker::start`].
@@ -96,6 +99,7 @@ impl Worker {
             amqp,
             live: LivePublisher::start(live_amqp, &broker.prefix),
             webhooks_queued,
+            announce: Arc::new(Notify::new()),
         });
         let mut publisher_config = PublisherConfig::new(broker.url.clone(), topology);
         // Timers are few and need no wide fan-out of confirm channels.
@@ -123,9 +127,11 @@ async fn supervise(
     let timers_stop = shutdown.child_token();
     let timers =
         tokio::spawn(run_timers(ctx.clone(), publisher.clone(), timers_stop.clone()).in_current_span());
+    let announcer = tokio::spawn(announce_outbox(ctx.clone(), shutdown.clone()).in_current_span());
     let leases = run_leases(ctx.clone(), shutdown.clone(), held).await;
     timers_stop.cancel();
     let timers = timers.await;
+    announcer.abort();
     publisher.shutdown().await;
     ctx.amqp.close().await;
     info!("worker stopped");
@@ -243,5 +249,19 @@ async fn until_shutdown(mut handle: WorkerHandle, shutdown: CancellationToken) -
             handle.stop().await.context("stopping the worker")
         }
         ended = handle.wait() => ended.context("the worker stopped on its own"),
+    }
+}
+
+/// Sends the outbox's `NOTIFY` whenever batches queued deliveries: one at a
+/// time, so a burst of batches costs one notice per round trip, not one each.
+async fn announce_outbox(ctx: Arc<Context>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = ctx.announce.notified() => {}
+        }
+        if let Err(error) = ctx.store.announce_outbox().await {
+            tracing::warn!(error = %error, "announcing queued webhook deliveries (dispatchers will poll)");
+        }
     }
 }

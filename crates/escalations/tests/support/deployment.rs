@@ -42,9 +42,12 @@ pub struct Layout {
     pub ingress: usize,
     pub workers: usize,
     pub shards: u16,
-    /// Where the bot's webhooks go; `None`: the workers do not know the bot
-    /// (its deliveries wait, pending, until a worker that knows it starts).
+    /// Where the bot's webhooks go.
     pub webhook_url: Option<String>,
+    /// `false`: the workers start without the bot's endpoint, so its
+    /// deliveries wait, pending, until workers that know it start
+    /// (`start_workers(n, "worker.toml")`).
+    pub workers_know_endpoint: bool,
     /// Extra `[webhooks]` lines.
     pub webhooks: String,
     pub log_filter: String,
@@ -57,6 +60,7 @@ impl Default for Layout {
             workers: 2,
             shards: 8,
             webhook_url: None,
+            workers_know_endpoint: true,
             webhooks: String::new(),
             log_filter: "warn".into(),
         }
@@ -75,11 +79,14 @@ pub struct Deployment {
     pub store: store::Store,
 }
 
-fn toml(layout: &Layout, prefix: &str, schema: &str, with_webhook: bool) -> String {
-    let webhook = match (&layout.webhook_url, with_webhook) {
-        (Some(url), true) => format!("webhook_url = \"{url}\"\nwebhook_secrets = [\"{WEBHOOK_SECRET}\"]"),
-        _ => String::new(),
+/// The settings file; without `with_bot`, the bot is not configured at all
+/// (another stands in its place), so its deliveries wait, pending.
+fn toml(layout: &Layout, prefix: &str, schema: &str, with_bot: bool) -> String {
+    let webhook = match &layout.webhook_url {
+        Some(url) => format!("webhook_url = \"{url}\"\nwebhook_secrets = [\"{WEBHOOK_SECRET}\"]"),
+        None => String::new(),
     };
+    let (bot, key) = if with_bot { (BOT, KEY) } else { ("stand-in", "stand-in-key-0123456789") };
     let amqp = amqp_url();
     let pg = database_url();
     let (shards, filter, extra) = (layout.shards, &layout.log_filter, &layout.webhooks);
@@ -102,8 +109,8 @@ allow_loopback = true
 format = "json"
 filter = "{filter}"
 [[bots]]
-id = "{BOT}"
-api_keys = ["{KEY}"]
+id = "{bot}"
+api_keys = ["{key}"]
 {webhook}
 [bots.overrides]
 rate_limit_per_sec = 1000000
@@ -154,7 +161,7 @@ impl Deployment {
             deployment.ingress.push(base);
         }
         let worker_config =
-            if layout.webhook_url.is_some() { "worker.toml" } else { "worker-unconfigured.toml" };
+            if layout.workers_know_endpoint { "worker.toml" } else { "worker-unconfigured.toml" };
         deployment.start_workers(layout.workers, worker_config).await;
         let http = reqwest::Client::new();
         for base in &deployment.ingress {
@@ -263,7 +270,11 @@ impl Deployment {
         if let Err(error) = self.store.drop_schema().await {
             eprintln!("dropping the schema: {error}");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("DEPLOYMENT_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            println!("logs kept in {}", self.dir.display());
+        }
     }
 }
 
@@ -314,6 +325,9 @@ pub struct Arrival {
     /// `data.text` of a `widgetMessage`.
     pub text: Option<String>,
     pub signed: bool,
+    /// How long after the worker applied the event (`data.timestamp`) it
+    /// arrived, on this machine's one clock.
+    pub after_apply: Option<Duration>,
 }
 
 struct SinkState {
@@ -380,6 +394,7 @@ async fn receive(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: 
         return status;
     }
     let at = Instant::now();
+    let wall = chrono::Utc::now();
     let signed = state.verifier.verify(&body, &headers).is_ok();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let data = &json["data"];
@@ -391,6 +406,10 @@ async fn receive(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: 
         webhook_id: headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
         text: data["text"].as_str().map(str::to_owned),
         signed,
+        after_apply: data["timestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| (wall - t.with_timezone(&chrono::Utc)).to_std().ok()),
     };
     state.arrivals.lock().unwrap_or_else(PoisonError::into_inner).push(arrival);
     status
