@@ -20,10 +20,10 @@ use crate::live::LiveHub;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::metrics;
 use crate::rate_limit::{RateLimiter, Scope, retry_after_secs};
 use crate::routes::{agent, health, query, stream, widget};
 use crate::token::WidgetTokens;
+use crate::{keep_alive, metrics};
 
 /// Shared, read-only state of the ingress; cheap to clone.
 #[derive(Debug, Clone)]
@@ -167,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(keep_alive::close_unless_drained))
         // A 5xx's cause is logged once by the handler (see `error`); the
         // layer's own failure log would only repeat the status.
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))

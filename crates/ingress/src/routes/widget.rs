@@ -190,8 +190,12 @@ pub async fn end(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Accepted>, ApiError> {
     let (bot_id, conversation) = authenticate_visitor(&app, path, &headers)?;
+    // Read (up to the limit) and ignored, so the connection stays reusable
+    // (see `keep_alive`); a larger one only costs the connection.
+    let _ = axum::body::to_bytes(body, app.settings().http.body_limit_bytes).await;
     let event_id = new_event_id()?;
     publish_visitor(&app, bot_id, conversation, event_id, Input::VisitorEnd).await
 }
