@@ -60,6 +60,11 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 type Key = (String, String);
 
+/// What a verdict is waited for by: bot, conversation and event id. Event
+/// ids are the callers' own and unique only per conversation, so the id alone
+/// would hand one tenant's verdict to another (issue 11).
+type WaitKey = (String, String, String);
+
 /// One registered wait for a verdict: its number and where the verdict goes.
 type Waiting = (u64, oneshot::Sender<(Verdict, Phase)>);
 
@@ -92,9 +97,9 @@ struct Hub {
     /// The installed session's queue: the `reply_to` of commands whose
     /// verdict someone here waits for.
     reply_queue: Mutex<String>,
-    /// Those waiters, by event id (several requests may wait for one event),
-    /// each with its number; the worker's reply resolves them.
-    waiters: Mutex<HashMap<String, Vec<Waiting>>>,
+    /// Those waiters, by bot, conversation and event id (several requests may
+    /// wait for one event), each with its number; the worker's reply resolves them.
+    waiters: Mutex<HashMap<WaitKey, Vec<Waiting>>>,
     /// The number of the next waiter.
     next_waiter: AtomicU64,
 }
@@ -156,19 +161,21 @@ impl LiveHub {
         Ok(hub)
     }
 
-    /// Registers a wait for `event_id`'s verdict, to be published with the
+    /// Registers a wait for the verdict on `event_id` of one conversation of
+    /// one bot (a verdict on the same id elsewhere never resolves it), to be published with the
     /// returned waiter's [`VerdictWaiter::queue`] as its `reply_to`: the
     /// worker then sends the verdict straight to this instance's queue, with
     /// no binding (unlike [`LiveHub::subscribe`]). While the hub is
     /// reconnecting the queue named may be gone; the reply is then lost and
     /// the caller reads the event log when its wait ends.
-    pub fn expect_verdict(&self, event_id: &str) -> VerdictWaiter {
+    pub fn expect_verdict(&self, bot_id: &str, conversation_id: &str, event_id: &str) -> VerdictWaiter {
         let queue = self.0.reply_queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (sender, receiver) = oneshot::channel();
         let number = self.0.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let key: WaitKey = (bot_id.to_owned(), conversation_id.to_owned(), event_id.to_owned());
         let mut waiters = self.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        waiters.entry(event_id.to_owned()).or_default().push((number, sender));
-        VerdictWaiter { hub: self.clone(), event_id: event_id.to_owned(), number, queue, receiver }
+        waiters.entry(key.clone()).or_default().push((number, sender));
+        VerdictWaiter { hub: self.clone(), key, number, queue, receiver }
     }
 
     /// Subscribes to one conversation's updates; returns once the binding is
@@ -285,8 +292,10 @@ impl Hub {
             // (which get the same batch through their bindings).
             let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
             for update in &updates {
+                let (bot, conversation) = (update.bot_id.as_str(), update.conversation_id.as_str());
                 for verdict in &update.verdicts {
-                    for (_, waiter) in waiters.remove(verdict.event_id.as_str()).unwrap_or_default() {
+                    let key = (bot.to_owned(), conversation.to_owned(), verdict.event_id.as_str().to_owned());
+                    for (_, waiter) in waiters.remove(&key).unwrap_or_default() {
                         let _ = waiter.send((verdict.verdict, update.phase));
                         counter!("ingress_live_messages_total", "outcome" => "verdict").increment(1);
                     }
@@ -317,7 +326,7 @@ impl Drop for Hub {
 #[derive(Debug)]
 pub struct VerdictWaiter {
     hub: LiveHub,
-    event_id: String,
+    key: WaitKey,
     number: u64,
     queue: String,
     receiver: oneshot::Receiver<(Verdict, Phase)>,
@@ -340,10 +349,10 @@ impl VerdictWaiter {
 impl Drop for VerdictWaiter {
     fn drop(&mut self) {
         let mut waiters = self.hub.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = waiters.get_mut(&self.event_id) {
+        if let Some(list) = waiters.get_mut(&self.key) {
             list.retain(|(number, _)| *number != self.number);
             if list.is_empty() {
-                waiters.remove(&self.event_id);
+                waiters.remove(&self.key);
             }
         }
     }

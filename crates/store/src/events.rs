@@ -140,6 +140,21 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// `event_id`'s record in one conversation: what a caller waiting for its
+    /// own event's verdict may read. Keyed by the whole conversation, never
+    /// by the id alone: another bot's or another conversation's event with
+    /// the same id is none of the caller's business (SPEC §3).
+    pub async fn conversation_event(&self, key: &ConvKey, event_id: &EventId) -> Result<Option<EventRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {{schema}}.events
+             WHERE bot_id = $1 AND conversation_id = $2 AND event_id = $3"
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&key.bot_id.as_str(), &key.conversation_id.as_str(), &event_id.as_str()];
+        let rows = self.query(&sql, &params).await?;
+        rows.first().map(record_from_row).transpose()
+    }
+
     /// One recorded event of a bot, found by its id alone (SPEC §2,
     /// `GET /agent/converse/events/{eventId}`). Event ids are unique per
     /// conversation; should two conversations share one, the first recorded wins.

@@ -100,7 +100,9 @@ pub async fn escalate(
     // Registered before publishing, so the verdict cannot slip by unseen.
     let wait = Duration::from_millis(app.settings().http.escalate_wait_ms);
     let waiter = match app.live() {
-        Ok(hub) if !wait.is_zero() => Some(hub.expect_verdict(event_id.as_str())),
+        Ok(hub) if !wait.is_zero() => {
+            Some(hub.expect_verdict(bot_id.as_str(), conversation.as_str(), event_id.as_str()))
+        }
         _ => None,
     };
     let envelope = Envelope {
@@ -122,7 +124,10 @@ pub async fn escalate(
         Some(waiter) => match waiter.wait(wait).await {
             Some(decided) => Some(decided),
             // The reply was lost (the hub reconnected): the event log may know.
-            None => verdict::recorded(&app, &bot_id, &event_id).await,
+            None => {
+                let key = ConvKey::new(bot_id.clone(), conversation.clone());
+                verdict::recorded(&app, &key, &event_id).await
+            }
         },
         None => None,
     };
