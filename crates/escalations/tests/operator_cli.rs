@@ -89,6 +89,7 @@ async fn seed(store: &Store) -> Vec<((String, u64), i64)> {
     let event = |id: &str, event_type: &str, verdict, before, after| EventRecord {
         key: conv.clone(),
         event_id: EventId::parse(id).expect("id"),
+        id_space: domain::IdSpace::Agent,
         event_type: event_type.to_owned(),
         verdict,
         phase_before: before,

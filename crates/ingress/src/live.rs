@@ -42,7 +42,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use broker::live_exchange;
 use domain::live::LiveUpdate;
-use domain::{Phase, Verdict};
+use domain::{Phase, ScopedEventId, Verdict};
 use lapin::types::ShortString;
 use metrics::counter;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -60,10 +60,11 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 type Key = (String, String);
 
-/// What a verdict is waited for by: bot, conversation and event id. Event
-/// ids are the callers' own and unique only per conversation, so the id alone
-/// would hand one tenant's verdict to another (issue 11).
-type WaitKey = (String, String, String);
+/// What a verdict is waited for by: bot, conversation and (namespaced) event
+/// id. Event ids are the callers' own and unique only per conversation and
+/// namespace, so the id alone would hand one tenant's verdict to another, or
+/// a timer's verdict to a caller who chose the timer's id (issue 11).
+type WaitKey = (String, String, ScopedEventId);
 
 /// One registered wait for a verdict: its number and where the verdict goes.
 type Waiting = (u64, oneshot::Sender<(Verdict, Phase)>);
@@ -168,11 +169,16 @@ impl LiveHub {
     /// no binding (unlike [`LiveHub::subscribe`]). While the hub is
     /// reconnecting the queue named may be gone; the reply is then lost and
     /// the caller reads the event log when its wait ends.
-    pub fn expect_verdict(&self, bot_id: &str, conversation_id: &str, event_id: &str) -> VerdictWaiter {
+    pub fn expect_verdict(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        event_id: &ScopedEventId,
+    ) -> VerdictWaiter {
         let queue = self.0.reply_queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (sender, receiver) = oneshot::channel();
         let number = self.0.next_waiter.fetch_add(1, Ordering::Relaxed);
-        let key: WaitKey = (bot_id.to_owned(), conversation_id.to_owned(), event_id.to_owned());
+        let key: WaitKey = (bot_id.to_owned(), conversation_id.to_owned(), event_id.clone());
         let mut waiters = self.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         waiters.entry(key.clone()).or_default().push((number, sender));
         VerdictWaiter { hub: self.clone(), key, number, queue, receiver }
@@ -294,7 +300,8 @@ impl Hub {
             for update in &updates {
                 let (bot, conversation) = (update.bot_id.as_str(), update.conversation_id.as_str());
                 for verdict in &update.verdicts {
-                    let key = (bot.to_owned(), conversation.to_owned(), verdict.event_id.as_str().to_owned());
+                    let id = ScopedEventId(verdict.space, verdict.event_id.clone());
+                    let key = (bot.to_owned(), conversation.to_owned(), id);
                     for (_, waiter) in waiters.remove(&key).unwrap_or_default() {
                         let _ = waiter.send((verdict.verdict, update.phase));
                         counter!("ingress_live_messages_total", "outcome" => "verdict").increment(1);

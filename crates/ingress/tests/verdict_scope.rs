@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{amqp_url, test_settings};
 use domain::live::{LiveUpdate, LiveVerdict};
-use domain::{BotId, ConversationId, EventId, Phase, RejectCode, Verdict};
+use domain::{BotId, ConversationId, EventId, IdSpace, Phase, RejectCode, ScopedEventId, Verdict};
 use ingress::routes::verdict::recorded;
 use ingress::{AppState, LiveHub};
 use lapin::{Connection, ConnectionProperties};
@@ -27,7 +27,11 @@ fn update(key: &ConvKey, event_id: &str, verdict: Verdict, phase: Phase) -> Live
         conversation_id: key.conversation_id.clone(),
         phase,
         events: Vec::new(),
-        verdicts: vec![LiveVerdict { event_id: EventId::parse(event_id).expect("id"), verdict }],
+        verdicts: vec![LiveVerdict {
+            event_id: EventId::parse(event_id).expect("id"),
+            space: IdSpace::Agent,
+            verdict,
+        }],
     }
 }
 
@@ -35,9 +39,13 @@ fn update(key: &ConvKey, event_id: &str, verdict: Verdict, phase: Phase) -> Live
 async fn a_verdict_resolves_only_the_waiters_of_its_own_conversation() {
     let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
     let hub = LiveHub::connect(&amqp_url(), &prefix).await.expect("live hub");
-    let mine = hub.expect_verdict("acme", "c1", "same-id");
-    let other_bot = hub.expect_verdict("other", "c1", "same-id");
-    let other_conversation = hub.expect_verdict("acme", "c2", "same-id");
+    let same = ScopedEventId(IdSpace::Agent, EventId::parse("same-id").expect("id"));
+    let mine = hub.expect_verdict("acme", "c1", &same);
+    let other_bot = hub.expect_verdict("other", "c1", &same);
+    let other_conversation = hub.expect_verdict("acme", "c2", &same);
+    // Our own id space is not the caller's (SPEC §2).
+    let system = ScopedEventId(IdSpace::System, EventId::parse("same-id").expect("id"));
+    let ours = hub.expect_verdict("acme", "c1", &system);
 
     // What the worker sends after committing acme/c1's event: straight to
     // the queue named as `reply_to`.
@@ -55,6 +63,7 @@ async fn a_verdict_resolves_only_the_waiters_of_its_own_conversation() {
         None,
         "another conversation's verdict leaked"
     );
+    assert_eq!(ours.wait(Duration::from_millis(100)).await, None, "an agent id resolved a system wait");
 
     let live = broker::live_exchange(&prefix);
     let _ = channel.exchange_delete(live.as_str().into(), Default::default()).await;
@@ -73,6 +82,7 @@ async fn the_fallback_read_is_scoped_to_the_conversation() {
     let refused = EventRecord {
         key: key("acme", "c1"),
         event_id: EventId::parse("same-id").expect("id"),
+        id_space: IdSpace::Agent,
         event_type: "message".to_owned(),
         verdict: Verdict::Rejected(RejectCode::NotConnected),
         phase_before: Phase::Requested,
@@ -87,11 +97,13 @@ async fn the_fallback_read_is_scoped_to_the_conversation() {
     let settings = test_settings();
     let publisher = std::sync::Arc::new(broker::Publisher::connect(ingress::publisher_config(&settings)));
     let app = AppState::with_store(settings, publisher.clone(), store.clone());
-    let id = EventId::parse("same-id").expect("id");
+    let id = ScopedEventId(IdSpace::Agent, EventId::parse("same-id").expect("id"));
+    let system = ScopedEventId(IdSpace::System, id.1.clone());
     let outcome = (
         recorded(&app, &key("acme", "c1"), &id).await,
         recorded(&app, &key("acme", "c2"), &id).await,
         recorded(&app, &key("other", "c1"), &id).await,
+        recorded(&app, &key("acme", "c1"), &system).await,
     );
     publisher.shutdown().await;
     store.drop_schema().await.expect("drop schema");
@@ -99,4 +111,5 @@ async fn the_fallback_read_is_scoped_to_the_conversation() {
     assert_eq!(outcome.0, Some((Verdict::Rejected(RejectCode::NotConnected), Phase::Requested)));
     assert_eq!(outcome.1, None, "another conversation's verdict leaked");
     assert_eq!(outcome.2, None, "another bot's verdict leaked");
+    assert_eq!(outcome.3, None, "an agent event read as a system one");
 }

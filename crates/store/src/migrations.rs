@@ -11,6 +11,7 @@ use crate::store::Store;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_webhook_delivery.sql"),
+    include_str!("../migrations/0003_event_id_spaces.sql"),
 ];
 
 impl Store {

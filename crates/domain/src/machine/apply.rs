@@ -16,7 +16,7 @@ use crate::widget::{WidgetEnvelope, WidgetEvent};
 /// Applies one command. A repeat of a recent event id is a `duplicate` with no
 /// effect; a refusal leaves the state untouched and says why.
 pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<Transition, Rejection> {
-    if state.recent_event_ids.contains(&cmd.event_id) {
+    if state.recent_event_ids.contains(&cmd.scoped_id()) {
         return Ok(Transition { next: state.clone(), verdict: Verdict::Duplicate, effects: Vec::new() });
     }
     let mut b = Builder { next: state.clone(), effects: Vec::new(), now: ctx.now };
@@ -92,7 +92,7 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
             }
         }
     };
-    b.remember(&cmd.event_id);
+    b.remember(cmd);
     Ok(b.finish(verdict))
 }
 
@@ -111,7 +111,7 @@ pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transitio
                     current_state: rejection.current_state,
                 });
             }
-            b.remember(&cmd.event_id);
+            b.remember(cmd);
             b.finish(Verdict::Rejected(rejection.code))
         }
     }
@@ -330,9 +330,9 @@ impl Builder {
         }
     }
 
-    fn remember(&mut self, event_id: &EventId) {
+    fn remember(&mut self, cmd: &Command) {
         let ids = &mut self.next.recent_event_ids;
-        ids.push_back(event_id.clone());
+        ids.push_back(cmd.scoped_id());
         while ids.len() > DEDUPE_WINDOW {
             ids.pop_front();
         }

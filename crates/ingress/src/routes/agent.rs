@@ -14,7 +14,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use domain::{AgentEvent, Command, Envelope, EventId, FieldCode, Input, ValidationErrors, parse_agent_event};
+use domain::{
+    AgentEvent, Command, Envelope, EventId, FieldCode, IdSpace, Input, ScopedEventId, ValidationErrors,
+    parse_agent_event,
+};
 use serde_json::Value;
 use store::ConvKey;
 use tracing::Span;
@@ -60,7 +63,8 @@ pub async fn send_message_to_widget(
     // Registered before publishing, so the verdict cannot arrive unseen.
     let waiter = match wait {
         Some(_) => app.live().ok().map(|hub| {
-            hub.expect_verdict(envelope.bot_id.as_str(), envelope.conversation_id.as_str(), event_id.as_str())
+            let id = ScopedEventId(IdSpace::Agent, event_id.clone());
+            hub.expect_verdict(envelope.bot_id.as_str(), envelope.conversation_id.as_str(), &id)
         }),
         None => None,
     };

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::{EventId, Phase, Verdict};
+use domain::{EventId, IdSpace, Phase, ScopedEventId, Verdict};
 use serde_json::json;
 use store::ConvKey;
 
@@ -54,7 +54,7 @@ pub async fn await_verdict(
         Some(decided) => Some(decided),
         // Not in time, or the reply was lost (the hub reconnected meanwhile):
         // decided by now means in the event log.
-        None => recorded(app, key, event_id).await,
+        None => recorded(app, key, &ScopedEventId(IdSpace::Agent, event_id.clone())).await,
     };
     match decided {
         Some((verdict, phase)) => render(event_id, verdict, phase),
@@ -66,7 +66,7 @@ pub async fn await_verdict(
 /// The verdict on `event_id` of the conversation `key` and the phase after
 /// it, if the event log has them; the same id in another conversation (of
 /// this bot or another) is never read.
-pub async fn recorded(app: &AppState, key: &ConvKey, event_id: &EventId) -> Option<(Verdict, Phase)> {
+pub async fn recorded(app: &AppState, key: &ConvKey, event_id: &ScopedEventId) -> Option<(Verdict, Phase)> {
     let store = app.store().ok()?;
     let record = store.conversation_event(key, event_id).await.ok()??;
     Some((record.verdict, record.phase_after))

@@ -12,8 +12,8 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::widget_request::CLIENT_MESSAGE_EVENT_PREFIX;
 use domain::{
-    BotId, Command, ConversationId, Envelope, EscalationId, EventId, FieldCode, Input, MessageId,
-    ValidationErrors, Verdict, parse_escalate_request, parse_visitor_message,
+    BotId, Command, ConversationId, Envelope, EscalationId, EventId, FieldCode, IdSpace, Input, MessageId,
+    ScopedEventId, ValidationErrors, Verdict, parse_escalate_request, parse_visitor_message,
 };
 use serde::Serialize;
 use store::ConvKey;
@@ -101,7 +101,8 @@ pub async fn escalate(
     let wait = Duration::from_millis(app.settings().http.escalate_wait_ms);
     let waiter = match app.live() {
         Ok(hub) if !wait.is_zero() => {
-            Some(hub.expect_verdict(bot_id.as_str(), conversation.as_str(), event_id.as_str()))
+            let id = ScopedEventId(IdSpace::System, event_id.clone());
+            Some(hub.expect_verdict(bot_id.as_str(), conversation.as_str(), &id))
         }
         _ => None,
     };
@@ -126,7 +127,7 @@ pub async fn escalate(
             // The reply was lost (the hub reconnected): the event log may know.
             None => {
                 let key = ConvKey::new(bot_id.clone(), conversation.clone());
-                verdict::recorded(&app, &key, &event_id).await
+                verdict::recorded(&app, &key, &ScopedEventId(IdSpace::System, event_id.clone())).await
             }
         },
         None => None,
