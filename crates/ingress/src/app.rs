@@ -113,6 +113,24 @@ impl AppState {
         })
     }
 
+    /// Takes a token from the visitor bucket of `conversation` (`messages`,
+    /// `end`), or answers `429`; the bot's budget is not touched (SPEC §3).
+    pub fn check_visitor_rate(&self, bot: &str, conversation: &str) -> Result<(), ApiError> {
+        self.0.limiter.check_visitor(bot, conversation).map_err(|wait| {
+            tracing::debug!(bot, ?wait, "visitor rate limited");
+            ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) }
+        })
+    }
+
+    /// Takes a stream open from `conversation`'s and the instance's buckets,
+    /// or answers `429`.
+    pub fn check_stream_open(&self, bot: &str, conversation: &str) -> Result<(), ApiError> {
+        self.0.limiter.check_stream_open(bot, conversation).map_err(|wait| {
+            tracing::debug!(bot, ?wait, "stream opens rate limited");
+            ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) }
+        })
+    }
+
     /// Publishes `envelope` to its conversation's shard queue and returns once
     /// the broker confirmed it (SPEC §2: no `200` for an event that could still
     /// be lost). Events of one conversation go to one queue over one channel,

@@ -86,11 +86,15 @@ pub struct LiveHub(Arc<Hub>);
 struct Hub {
     exchange: ShortString,
     subscribers: Mutex<HashMap<Key, Entry>>,
-    /// The session binds go to. The lock also serializes bind, unbind and
-    /// re-binding, so an unbind for a conversation whose last stream closed can
-    /// never overtake the bind of its next one, and the subscriber map cannot
-    /// change while a new session binds it.
-    bindings: tokio::sync::Mutex<Arc<Session>>,
+    /// The session binds go to. Binds and unbinds hold it shared, so stream
+    /// opens of different conversations never wait for each other (issue
+    /// 11); re-binding on a new session holds it exclusively, so the
+    /// subscriber map cannot change while a new session binds it.
+    bindings: tokio::sync::RwLock<Arc<Session>>,
+    /// One lock per conversation being bound or unbound, so an unbind for a
+    /// conversation whose last stream closed can never overtake the bind of
+    /// its next one. An entry lives while someone holds or waits for it.
+    gates: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// The generation of the installed session, for subscribers waiting for one.
     installed: watch::Sender<u64>,
     /// Cancelled when the last handle goes: the supervisor closes and ends.
@@ -143,7 +147,8 @@ impl LiveHub {
         let hub = LiveHub(Arc::new(Hub {
             exchange,
             subscribers: Mutex::new(HashMap::new()),
-            bindings: tokio::sync::Mutex::new(session.clone()),
+            bindings: tokio::sync::RwLock::new(session.clone()),
+            gates: Mutex::new(HashMap::new()),
             installed: watch::Sender::new(session.generation),
             shutdown: CancellationToken::new(),
             reply_queue: Mutex::new(session.queue_name().to_owned()),
@@ -197,9 +202,15 @@ impl LiveHub {
         let mut installed = self.0.installed.subscribe();
         loop {
             installed.borrow_and_update();
-            let session = self.0.bindings.lock().await;
+            let session = self.0.bindings.read().await;
             if session.usable() {
-                return self.register(key, &session).await;
+                let gate = self.0.gate(&key);
+                let registered = {
+                    let _gate = gate.lock().await;
+                    self.register(key.clone(), &session).await
+                };
+                self.0.ungate(&key, gate);
+                return registered;
             }
             drop(session);
             // Woken when the supervisor installs the next session.
@@ -211,7 +222,7 @@ impl LiveHub {
     }
 
     /// Counts one more subscriber of `key` and binds it if it is the first;
-    /// the caller holds the bindings lock.
+    /// the caller holds the bindings lock (shared) and the conversation's gate.
     async fn register(&self, key: Key, session: &Session) -> anyhow::Result<Subscription> {
         let (receiver, first) = {
             let mut map = self.0.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -230,7 +241,9 @@ impl LiveHub {
     }
 
     async fn release(&self, key: Key) {
-        let session = self.0.bindings.lock().await;
+        let session = self.0.bindings.read().await;
+        let gate = self.0.gate(&key);
+        let guard = gate.lock().await;
         let last = {
             let mut map = self.0.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
             match map.get_mut(&key) {
@@ -250,15 +263,32 @@ impl LiveHub {
         {
             warn!(error = format!("{error:#}"), "unbinding a live conversation failed");
         }
+        drop(guard);
+        self.0.ungate(&key, gate);
     }
 }
 
 impl Hub {
+    /// The lock of `key`'s binds and unbinds.
+    fn gate(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
+        self.gates.lock().unwrap_or_else(PoisonError::into_inner).entry(key.clone()).or_default().clone()
+    }
+
+    /// Gives `gate` back, forgetting it if nobody else holds or awaits it.
+    fn ungate(&self, key: &Key, gate: Arc<tokio::sync::Mutex<()>>) {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(gate);
+        // Only the map's own reference left: new users need this lock to get one.
+        if gates.get(key).is_some_and(|g| Arc::strong_count(g) == 1) {
+            gates.remove(key);
+        }
+    }
+
     /// Binds every subscribed conversation on `session`, makes it the one
     /// binds go to, then tells every subscriber to resync. Returns how many
     /// conversations it bound.
     async fn install(&self, session: &Arc<Session>) -> anyhow::Result<usize> {
-        let mut current = self.bindings.lock().await;
+        let mut current = self.bindings.write().await;
         let keys: Vec<Key> =
             self.subscribers.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
         for key in &keys {

@@ -79,7 +79,8 @@ pub async fn escalate(
     let span = Span::current();
     let bot = authenticate_bot(app.settings(), &headers)?;
     span.record("bot_id", bot.id.as_str());
-    app.check_rate(&bot.id, Scope::Widget)?;
+    // The bot platform's own budget: visitors cannot spend it (SPEC §3).
+    app.check_rate(&bot.id, Scope::Escalate)?;
 
     let mut errors = ValidationErrors::default();
     let conversation = conversation_from_path(path, &mut errors);
@@ -206,7 +207,8 @@ pub async fn end(
     publish_visitor(&app, bot_id, conversation, event_id, Input::VisitorEnd).await
 }
 
-/// Widget token for the path's conversation, then the bot's widget rate limit.
+/// Widget token for the path's conversation, then that conversation's visitor
+/// rate limit (never the bot's budget, SPEC §3).
 /// An undecodable path cannot match any token, so it is a `401` too.
 fn authenticate_visitor(
     app: &AppState,
@@ -219,7 +221,7 @@ fn authenticate_visitor(
     let span = Span::current();
     span.record("bot_id", bot_id.as_str());
     span.record("conversation_id", conversation.as_str());
-    app.check_rate(bot_id.as_str(), Scope::Widget)?;
+    app.check_visitor_rate(bot_id.as_str(), conversation.as_str())?;
     Ok((bot_id, conversation))
 }
 
