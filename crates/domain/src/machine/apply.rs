@@ -97,8 +97,10 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
 }
 
 /// What the worker runs: [`apply`], and for a refusal, the refused event id is
-/// remembered (a repeat is a `duplicate`, never reported twice) and, for agent
-/// events when the bot wants it, an `eventRejected` webhook is queued (SPEC §4).
+/// remembered (a repeat is a `duplicate`, never reported twice) and reported
+/// (SPEC §5): for agent events when the bot wants it, an `eventRejected`
+/// webhook is queued (SPEC §4); a visitor's message or `end` is answered on
+/// the widget's stream with `visitorRejected`.
 pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transition {
     match apply(state, cmd, ctx) {
         Ok(transition) => transition,
@@ -110,6 +112,14 @@ pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transitio
                     code: rejection.code,
                     current_state: rejection.current_state,
                 });
+            }
+            let code = rejection.code;
+            match &cmd.input {
+                Input::VisitorMessage { message_id, .. } => {
+                    b.widget(WidgetEvent::VisitorRejected { code, message_id: Some(message_id.clone()) });
+                }
+                Input::VisitorEnd => b.widget(WidgetEvent::VisitorRejected { code, message_id: None }),
+                _ => {}
             }
             b.remember(cmd);
             b.finish(Verdict::Rejected(rejection.code))
