@@ -33,9 +33,10 @@
 //! end (open streams get only heartbeats until it does).
 
 mod session;
+mod waiter;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
 use self::session::{Session, Supervisor};
+pub use self::waiter::VerdictWaiter;
 
 /// Messages a slow subscriber may fall behind by before it must catch up
 /// from the database (it sees `Lagged`).
@@ -90,7 +92,11 @@ struct Hub {
     /// opens of different conversations never wait for each other (issue
     /// 11); re-binding on a new session holds it exclusively, so the
     /// subscriber map cannot change while a new session binds it.
-    bindings: tokio::sync::RwLock<Arc<Session>>,
+    /// `None` until the first session is up (an ingress may start while
+    /// RabbitMQ is away: the supervisor keeps trying, issue 11).
+    bindings: tokio::sync::RwLock<Option<Arc<Session>>>,
+    /// Whether a session is installed and not known lost: `/readyz`.
+    connected: AtomicBool,
     /// One lock per conversation being bound or unbound, so an unbind for a
     /// conversation whose last stream closed can never overtake the bind of
     /// its next one. An entry lives while someone holds or waits for it.
@@ -99,7 +105,7 @@ struct Hub {
     installed: watch::Sender<u64>,
     /// Cancelled when the last handle goes: the supervisor closes and ends.
     shutdown: CancellationToken,
-    /// The installed session's queue: the `reply_to` of commands whose
+    /// The installed session's queue (empty before the first): the `reply_to` of commands whose
     /// verdict someone here waits for.
     reply_queue: Mutex<String>,
     /// Those waiters, by bot, conversation and event id (several requests may
@@ -143,15 +149,46 @@ impl LiveHub {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
         let exchange =
             ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
-        let (session, consumer) = Session::open(url, prefix, 1).await?;
+        let first = Session::open(url, prefix, 1).await?;
+        Ok(Self::spawn(exchange, url, prefix, Some(first)))
+    }
+
+    /// Like [`LiveHub::connect`], but never fails on the broker: with none
+    /// reachable the hub starts without a session and its supervisor keeps
+    /// trying with backoff, so streams and verdicts work once RabbitMQ is
+    /// there, without a restart (issue 11); [`LiveHub::is_connected`] says when.
+    ///
+    /// # Errors
+    ///
+    /// Only a prefix too long for an exchange name.
+    pub fn start(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
+        let exchange =
+            ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
+        Ok(Self::spawn(exchange, url, prefix, None))
+    }
+
+    /// Whether live delivery works now: a session is installed and was not
+    /// found lost (checked every 250 ms by the supervisor).
+    pub fn is_connected(&self) -> bool {
+        self.0.connected.load(Ordering::Acquire)
+    }
+
+    fn spawn(
+        exchange: ShortString,
+        url: &str,
+        prefix: &str,
+        first: Option<(Arc<Session>, lapin::Consumer)>,
+    ) -> LiveHub {
+        let session = first.as_ref().map(|(session, _)| session.clone());
         let hub = LiveHub(Arc::new(Hub {
             exchange,
             subscribers: Mutex::new(HashMap::new()),
-            bindings: tokio::sync::RwLock::new(session.clone()),
+            connected: AtomicBool::new(session.is_some()),
+            installed: watch::Sender::new(session.as_ref().map_or(0, |s| s.generation)),
+            reply_queue: Mutex::new(session.as_ref().map(|s| s.queue_name().to_owned()).unwrap_or_default()),
+            bindings: tokio::sync::RwLock::new(session),
             gates: Mutex::new(HashMap::new()),
-            installed: watch::Sender::new(session.generation),
             shutdown: CancellationToken::new(),
-            reply_queue: Mutex::new(session.queue_name().to_owned()),
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
         }));
@@ -163,8 +200,8 @@ impl LiveHub {
             shutdown: hub.0.shutdown.clone(),
         };
         let span = info_span!("live", %prefix);
-        tokio::spawn(supervisor.run(session, consumer).instrument(span));
-        Ok(hub)
+        tokio::spawn(supervisor.run(first).instrument(span));
+        hub
     }
 
     /// Registers a wait for the verdict on `event_id` of one conversation of
@@ -181,6 +218,8 @@ impl LiveHub {
         event_id: &ScopedEventId,
     ) -> VerdictWaiter {
         let queue = self.0.reply_queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // No session yet: no reply can come; the caller reads the event log.
+        let queue = Some(queue).filter(|q| !q.is_empty());
         let (sender, receiver) = oneshot::channel();
         let number = self.0.next_waiter.fetch_add(1, Ordering::Relaxed);
         let key: WaitKey = (bot_id.to_owned(), conversation_id.to_owned(), event_id.clone());
@@ -202,17 +241,17 @@ impl LiveHub {
         let mut installed = self.0.installed.subscribe();
         loop {
             installed.borrow_and_update();
-            let session = self.0.bindings.read().await;
-            if session.usable() {
+            let guard = self.0.bindings.read().await;
+            if let Some(session) = guard.as_ref().filter(|s| s.usable()) {
                 let gate = self.0.gate(&key);
                 let registered = {
                     let _gate = gate.lock().await;
-                    self.register(key.clone(), &session).await
+                    self.register(key.clone(), session).await
                 };
                 self.0.ungate(&key, gate);
                 return registered;
             }
-            drop(session);
+            drop(guard);
             // Woken when the supervisor installs the next session.
             match tokio::time::timeout_at(deadline, installed.changed()).await {
                 Ok(Ok(())) => {}
@@ -258,7 +297,7 @@ impl LiveHub {
         // On a lost session there is nothing to unbind: its queue goes with
         // the connection, and the next one binds only what is subscribed then.
         if last
-            && session.usable()
+            && let Some(session) = session.as_ref().filter(|s| s.usable())
             && let Err(error) = session.bind(&self.0.exchange, &key, false).await
         {
             warn!(error = format!("{error:#}"), "unbinding a live conversation failed");
@@ -294,7 +333,8 @@ impl Hub {
         for key in &keys {
             session.bind(&self.exchange, key, true).await.context("re-binding a live conversation")?;
         }
-        *current = session.clone();
+        *current = Some(session.clone());
+        self.connected.store(true, Ordering::Release);
         *self.reply_queue.lock().unwrap_or_else(PoisonError::into_inner) = session.queue_name().to_owned();
         self.installed.send_replace(session.generation);
         // After binding: anything committed before now is in the database.
@@ -356,42 +396,6 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// A wait for one event's verdict; see [`LiveHub::expect_verdict`].
-#[derive(Debug)]
-pub struct VerdictWaiter {
-    hub: LiveHub,
-    key: WaitKey,
-    number: u64,
-    queue: String,
-    receiver: oneshot::Receiver<(Verdict, Phase)>,
-}
-
-impl VerdictWaiter {
-    /// The queue to name as the command's `reply_to`.
-    pub fn queue(&self) -> &str {
-        &self.queue
-    }
-
-    /// The verdict and the phase after it, if the worker's reply comes within
-    /// `wait` (it does not when this instance reconnected meanwhile: the
-    /// caller then reads the event log).
-    pub async fn wait(mut self, wait: Duration) -> Option<(Verdict, Phase)> {
-        tokio::time::timeout(wait, &mut self.receiver).await.ok()?.ok()
-    }
-}
-
-impl Drop for VerdictWaiter {
-    fn drop(&mut self) {
-        let mut waiters = self.hub.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = waiters.get_mut(&self.key) {
-            list.retain(|(number, _)| *number != self.number);
-            if list.is_empty() {
-                waiters.remove(&self.key);
-            }
-        }
     }
 }
 

@@ -54,7 +54,7 @@ async fn a_verdict_resolves_only_the_waiters_of_its_own_conversation() {
     let body =
         serde_json::to_vec(&[update(&key("acme", "c1"), "same-id", Verdict::Applied, Phase::Connected)])
             .expect("json");
-    broker::publish_reply(&channel, mine.queue(), &body).await.expect("reply");
+    broker::publish_reply(&channel, mine.queue().expect("connected"), &body).await.expect("reply");
 
     assert_eq!(mine.wait(Duration::from_secs(5)).await, Some((Verdict::Applied, Phase::Connected)));
     assert_eq!(other_bot.wait(Duration::from_millis(300)).await, None, "another bot's verdict leaked");

@@ -68,7 +68,7 @@ pub async fn send_message_to_widget(
         }),
         None => None,
     };
-    app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
+    app.publish_replying(&envelope, waiter.as_ref().and_then(|w| w.queue().map(str::to_owned))).await?;
     match (waiter, wait) {
         (Some(waiter), Some(wait)) => {
             let key = ConvKey::new(envelope.bot_id, envelope.conversation_id);

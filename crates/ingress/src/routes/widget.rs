@@ -121,7 +121,7 @@ pub async fn escalate(
             },
         },
     };
-    app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
+    app.publish_replying(&envelope, waiter.as_ref().and_then(|w| w.queue().map(str::to_owned))).await?;
     let decided = match waiter {
         Some(waiter) => match waiter.wait(wait).await {
             Some(decided) => Some(decided),
