@@ -209,3 +209,43 @@ async fn a_stream_takes_the_token_from_the_query_string() {
     assert_eq!(end.status().as_u16(), 401);
     sys.stop().await;
 }
+
+/// SPEC §5, issue 11: a refused visitor message (held queue full) or `end`
+/// (no escalation left) is told to the widget on its stream as
+/// `visitorRejected{code}`, and stays in the conversation's widget stream
+/// (which `escalations conversations show` lists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_visitor_messages_and_ends_are_told_on_the_stream() {
+    let sys = System::start_with(", max_held_messages = 1").await;
+    let conv = "conv-refused";
+    let (_, token) = sys.escalate(conv).await;
+    let mut stream = sys.stream(&sys.base, conv, &token, None).await.expect("stream opens");
+    assert_eq!(names(&stream.take(1, WAIT).await), ["escalationRequested"]);
+
+    assert_eq!(sys.visitor(conv, &token, "held").await, 200);
+    let response = sys
+        .http
+        .post(format!("{}/widget/v1/conversations/{conv}/messages", sys.base))
+        .bearer_auth(&token)
+        .json(&json!({"text": "one too many", "clientMessageId": "c-2"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200, "accepted; refused by the worker");
+    let refused = stream.take(1, WAIT).await;
+    assert_eq!(names(&refused), ["visitorRejected"]);
+    assert_eq!(refused[0].data["code"], "held_messages_full");
+    assert_eq!(refused[0].data["messageId"], "c-2");
+
+    assert_eq!(sys.visitor_end(conv, &token).await, 200);
+    assert_eq!(sys.visitor_end(conv, &token).await, 200);
+    let rest = stream.take(2, WAIT).await;
+    assert_eq!(names(&rest), ["sessionEnded", "visitorRejected"]);
+    assert_eq!(rest[1].data["code"], "no_active_escalation");
+    assert!(rest[1].data.get("messageId").is_none());
+
+    let stored = sys.store.widget_events(&sys.key(conv), 0).await.expect("widget events");
+    let names: Vec<_> = stored.iter().map(|e| e.event.name()).collect();
+    assert_eq!(names, ["escalationRequested", "visitorRejected", "sessionEnded", "visitorRejected"]);
+    sys.stop().await;
+}

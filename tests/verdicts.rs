@@ -56,3 +56,38 @@ async fn a_waiting_caller_gets_the_verdict() {
     assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
     sys.stop().await;
 }
+
+/// Issue 11: a caller's event id that looks like one of ours (`vm:…` is a
+/// visitor message's, `timer:…` a fired timer's) is the caller's own event,
+/// never a `duplicate` of ours, and never read back as ours (SPEC §2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_with_the_prefixes_of_ours_are_their_own_events() {
+    let sys = System::start().await;
+    let conv = "conv-spaces";
+    let (_, token) = sys.escalate(conv).await;
+    sys.wait_events(conv, 1).await;
+    let response = sys
+        .http
+        .post(format!("{}/widget/v1/conversations/{conv}/messages", sys.base))
+        .bearer_auth(&token)
+        .json(&json!({"text": "hello", "clientMessageId": "m1"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200);
+    sys.wait_events(conv, 2).await;
+
+    for id in ["vm:m1", "timer:x:no_response:1"] {
+        let update = json!({"eventType": "escalationQueueUpdate", "platformConversationId": conv,
+                            "queuePosition": 2, "eventId": id});
+        let (status, body) = sys.agent_waiting(update, 5).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("applied")), "{id}: {body}");
+    }
+    let (status, body) = sys.get("/agent/converse/events/vm:m1", e2e::KEY).await;
+    assert_eq!((status, body["eventType"].as_str()), (200, Some("escalationQueueUpdate")), "{body}");
+    // The visitor's own message is still held, applied once.
+    let events = sys.wait_events(conv, 4).await;
+    let visitor: Vec<_> = events.iter().filter(|e| e.event_type == "visitorMessage").collect();
+    assert_eq!(visitor.len(), 1);
+    sys.stop().await;
+}

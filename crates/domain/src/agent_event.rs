@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::ids::{ConversationId, EscalationId, EventId, IdError};
-use crate::validation::{FieldCode, ValidationErrors};
+use crate::validation::{FieldCode, ValidationErrors, check_storable_text};
 
 /// Longest `message` text, in characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -206,6 +206,7 @@ fn parse_action(
                 );
                 return None;
             }
+            Some(Value::String(s)) if !check_storable_text(s, "text", errors) => return None,
             Some(Value::String(s)) => AgentAction::Message { text: s.clone() },
             Some(_) => {
                 errors.push("text", FieldCode::InvalidType, "text must be a string");
@@ -279,6 +280,7 @@ fn optional_text(
             errors.push(field, FieldCode::TooLong, format!("{field} must be at most {max} characters"));
             None
         }
+        Value::String(s) if !check_storable_text(s, field, errors) => None,
         Value::String(s) => Some(s.clone()),
         _ => {
             errors.push(field, FieldCode::InvalidType, format!("{field} must be a string"));

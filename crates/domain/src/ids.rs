@@ -130,9 +130,76 @@ impl From<EventId> for MessageId {
     }
 }
 
+/// Whose namespace an event id lives in (SPEC §2: "client event ids live in
+/// their own namespace: they can never collide with ids the service makes for
+/// timers or notices"). The space follows from the kind of input, which no
+/// caller can choose, so an agent `eventId` of `timer:…`, `undeliverable:…`
+/// or `vm:…` is an ordinary agent id and never a duplicate of ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdSpace {
+    /// The contact centre's events: `eventId`, `Idempotency-Key`, or a UUID.
+    #[default]
+    Agent,
+    /// The visitor's messages (`vm:<clientMessageId>` or a UUID) and ends.
+    Visitor,
+    /// Ids the service makes: escalations, fired timers, delivery notices.
+    System,
+}
+
+impl IdSpace {
+    /// The name stored with each recorded event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdSpace::Agent => "agent",
+            IdSpace::Visitor => "visitor",
+            IdSpace::System => "system",
+        }
+    }
+
+    /// The space named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        [IdSpace::Agent, IdSpace::Visitor, IdSpace::System].into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// An event id with its namespace: what deduplication compares. Serialized
+/// as `[space, id]`; a bare id (state written before namespaces) reads as an
+/// agent id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "ScopedWire")]
+pub struct ScopedEventId(pub IdSpace, pub EventId);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopedWire {
+    Scoped(IdSpace, EventId),
+    Bare(EventId),
+}
+
+impl From<ScopedWire> for ScopedEventId {
+    fn from(wire: ScopedWire) -> Self {
+        match wire {
+            ScopedWire::Scoped(space, id) => ScopedEventId(space, id),
+            ScopedWire::Bare(id) => ScopedEventId(IdSpace::Agent, id),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_ids_round_trip_and_bare_ids_are_agent_ids() {
+        let id = ScopedEventId(IdSpace::System, EventId::parse("timer:x").expect("id"));
+        let json = serde_json::to_string(&id).expect("json");
+        assert_eq!(json, r#"["system","timer:x"]"#);
+        assert_eq!(serde_json::from_str::<ScopedEventId>(&json).expect("back"), id);
+        let bare: ScopedEventId = serde_json::from_str(r#""timer:x""#).expect("bare");
+        assert_eq!(bare, ScopedEventId(IdSpace::Agent, EventId::parse("timer:x").expect("id")));
+        assert_ne!(bare, id);
+    }
 
     #[test]
     fn ids_reject_empty_long_and_control_characters() {

@@ -32,7 +32,7 @@ pub mod widget_request;
 
 pub use agent_event::{AgentAction, AgentEvent, parse_agent_event};
 pub use envelope::Envelope;
-pub use ids::{BotId, ConversationId, EscalationId, EventId, MessageId};
+pub use ids::{BotId, ConversationId, EscalationId, EventId, IdSpace, MessageId, ScopedEventId};
 pub use machine::{
     Command, Context, Conversation, Effect, EndReason, Input, OutcomeKind, Phase, RejectCode, Rejection,
     Rules, TimerKind, Transition, Verdict, apply, step,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BotId, ConversationId, EventId};
+use crate::ids::{BotId, ConversationId, EventId, IdSpace};
 use crate::machine::{Phase, Verdict};
 use crate::widget::WidgetEnvelope;
 
@@ -31,6 +31,9 @@ pub struct LiveUpdate {
 pub struct LiveVerdict {
     /// The command's event id.
     pub event_id: EventId,
+    /// Its namespace (absent from older workers: an agent id).
+    #[serde(default)]
+    pub space: IdSpace,
     /// What the machine decided.
     pub verdict: Verdict,
 }

@@ -3,6 +3,7 @@
 //! `{"error":"invalid_body","details":[{"field":"text","code":"required",...}]}`.
 
 use serde::Serialize;
+use serde_json::Value;
 use std::fmt;
 
 /// The machine-readable reason a field is invalid.
@@ -111,6 +112,53 @@ impl ValidationErrors {
     }
 }
 
+/// PostgreSQL refuses U+0000 in `text` and in `jsonb` (as the JSON escape `\u0000`), and the
+/// worker stores every accepted body in one or the other, so a NUL would turn
+/// a `200` into a dead-lettered event (SPEC §6: "bad input gets a clear 4xx").
+pub const NUL: char = '\u{0}';
+
+/// Reports a string that the database could not store, against `field`.
+/// Returns whether it is storable.
+pub fn check_storable_text(s: &str, field: &str, errors: &mut ValidationErrors) -> bool {
+    if s.contains(NUL) {
+        errors.push(field, FieldCode::InvalidFormat, format!("{field} must not contain U+0000 (NUL)"));
+        return false;
+    }
+    true
+}
+
+/// Reports the first string or object key anywhere inside `value` that the
+/// database could not store, with its path below `field` (`metadata.a[2].b`).
+/// Returns whether the whole value is storable.
+pub fn check_storable_json(value: &Value, field: &str, errors: &mut ValidationErrors) -> bool {
+    match first_unstorable(value, field.to_owned()) {
+        None => true,
+        Some((path, what)) => {
+            errors.push(&path, FieldCode::InvalidFormat, format!("{what} must not contain U+0000 (NUL)"));
+            false
+        }
+    }
+}
+
+/// The path of the first NUL in `value` and whether it is in a key or a value.
+fn first_unstorable(value: &Value, path: String) -> Option<(String, &'static str)> {
+    match value {
+        Value::String(s) => s.contains(NUL).then_some((path, "a string")),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| first_unstorable(item, format!("{path}[{i}]")))
+        }
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            // The key itself is not printed: it holds the very character.
+            if key.contains(NUL) {
+                Some((path.clone(), "an object key"))
+            } else {
+                first_unstorable(item, format!("{path}.{key}"))
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
+}
+
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
@@ -124,3 +172,22 @@ impl fmt::Display for ValidationErrors {
 }
 
 impl std::error::Error for ValidationErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_is_found_in_values_and_keys_with_its_path() {
+        let mut errors = ValidationErrors::default();
+        assert!(check_storable_json(&json!({"a": [1, {"b": "ok"}], "c": null}), "metadata", &mut errors));
+        assert!(!check_storable_json(&json!({"a": [1, {"b": "x\u{0}"}]}), "metadata", &mut errors));
+        assert!(!check_storable_json(&json!([{"k\u{0}": 1}]), "transcript", &mut errors));
+        assert!(!check_storable_text("a\u{0}", "text", &mut errors));
+        assert!(check_storable_text("a\nb\u{1}", "text", &mut errors), "only NUL is unstorable");
+        let fields: Vec<&str> = errors.details().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["metadata.a[1].b", "transcript[0]", "text"]);
+        assert!(errors.details().iter().all(|e| e.code == FieldCode::InvalidFormat));
+    }
+}

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EscalationId, MessageId};
-use crate::machine::EndReason;
+use crate::machine::{EndReason, RejectCode};
 
 /// What the widget is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +63,17 @@ pub enum WidgetEvent {
         /// Why.
         reason: EndReason,
     },
+    /// A visitor message or `end` was refused (SPEC §5: every rejection is
+    /// reported): the held queue is full, or there is no escalation to end
+    /// or write to.
+    VisitorRejected {
+        /// Why (`held_messages_full`, `no_active_escalation`).
+        code: RejectCode,
+        /// The refused message's id (its `clientMessageId` if it had one);
+        /// absent for a refused `end`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<MessageId>,
+    },
 }
 
 impl WidgetEvent {
@@ -77,6 +88,7 @@ impl WidgetEvent {
             WidgetEvent::EscalationFailed { .. } => "escalationFailed",
             WidgetEvent::AgentDisconnect { .. } => "agentDisconnect",
             WidgetEvent::SessionEnded { .. } => "sessionEnded",
+            WidgetEvent::VisitorRejected { .. } => "visitorRejected",
         }
     }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::agent_event::MAX_TEXT_CHARS;
 use crate::ids::EventId;
-use crate::validation::{FieldCode, ValidationErrors};
+use crate::validation::{FieldCode, ValidationErrors, check_storable_json, check_storable_text};
 
 /// Longest `escalateTo` routing hint, in characters.
 pub const MAX_ESCALATE_TO_CHARS: usize = 256;
@@ -66,7 +66,7 @@ pub fn parse_escalate_request(body: &Value) -> Result<EscalateRequest, Validatio
     };
     let metadata = match present(obj, "metadata") {
         None => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(v @ Value::Object(_)) => check_storable_json(v, "metadata", &mut errors).then(|| v.clone()),
         Some(_) => {
             errors.push("metadata", FieldCode::InvalidType, "metadata must be a JSON object");
             None
@@ -74,7 +74,7 @@ pub fn parse_escalate_request(body: &Value) -> Result<EscalateRequest, Validatio
     };
     let transcript = match present(obj, "transcript") {
         None => None,
-        Some(v @ Value::Array(_)) => Some(v.clone()),
+        Some(v @ Value::Array(_)) => check_storable_json(v, "transcript", &mut errors).then(|| v.clone()),
         Some(_) => {
             errors.push("transcript", FieldCode::InvalidType, "transcript must be a JSON array");
             None
@@ -109,7 +109,7 @@ pub fn parse_visitor_message(body: &Value) -> Result<VisitorMessageRequest, Vali
             );
             None
         }
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => check_storable_text(s, "text", &mut errors).then(|| s.clone()),
         Some(_) => {
             errors.push("text", FieldCode::InvalidType, "text must be a string");
             None
@@ -182,6 +182,13 @@ mod tests {
                 ("transcript", FieldCode::InvalidType)
             ]
         );
+        let errors =
+            parse_escalate_request(&json!({"metadata": {"a": ["\u{0}"]}, "transcript": [{"\u{0}": 1}]}))
+                .expect_err("NUL cannot be stored");
+        assert_eq!(
+            codes(&errors),
+            [("metadata.a[0]", FieldCode::InvalidFormat), ("transcript[0]", FieldCode::InvalidFormat)]
+        );
         let errors = parse_escalate_request(&json!([])).expect_err("invalid");
         assert_eq!(codes(&errors), [("body", FieldCode::NotAnObject)]);
         let errors = parse_escalate_request(&json!({"escalateTo": "x".repeat(257)})).expect_err("invalid");
@@ -212,6 +219,7 @@ mod tests {
             (json!({"text": ""}), vec![("text", FieldCode::TooShort)]),
             (json!({"text": "x".repeat(4097)}), vec![("text", FieldCode::TooLong)]),
             (json!({"text": 1}), vec![("text", FieldCode::InvalidType)]),
+            (json!({"text": "a\u{0}"}), vec![("text", FieldCode::InvalidFormat)]),
             (json!("hi"), vec![("body", FieldCode::NotAnObject)]),
             (
                 json!({"clientMessageId": ""}),

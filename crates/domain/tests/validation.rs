@@ -157,3 +157,9 @@ fn canonical_form_round_trips_through_serde() {
     .expect("string counts accepted");
     assert_eq!(lenient.action, AgentAction::QueueUpdate { queue_position: None, waiting_time: Some(12) });
 }
+
+// PostgreSQL cannot store U+0000 (issue 11): refused at the edge, not dead-lettered later.
+invalid! {
+    message_text_with_nul_is_invalid_format: with("message", "text", json!("a\u{0}b")) => "text", InvalidFormat;
+    agent_with_nul_is_invalid_format: with("escalationSuccess", "agent", json!("Ann\u{0}")) => "agent", InvalidFormat;
+}

@@ -7,6 +7,7 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use domain::widget::WidgetEvent;
 use domain::{BotId, ConversationId, Verdict};
 use serde_json::{Value, json};
 use store::{ConvKey, Store};
@@ -114,12 +115,18 @@ pub async fn timeline(store: &Store, key: &ConvKey) -> anyhow::Result<Vec<Entry>
         });
     }
     for widget in store.widget_events(key, 0).await.context("reading widget events")? {
-        entries.push(Entry {
-            at: widget.timestamp,
-            kind: "widget",
-            text: format!("#{} {}", widget.sequence, widget.event.name()),
-            detail: json!({ "sequence": widget.sequence, "type": widget.event.name(), "escalationId": widget.escalation_id.as_str() }),
-        });
+        let mut detail = json!({ "sequence": widget.sequence, "type": widget.event.name(), "escalationId": widget.escalation_id.as_str() });
+        let mut text = format!("#{} {}", widget.sequence, widget.event.name());
+        // A refused visitor message or end says why (SPEC §5).
+        if let WidgetEvent::VisitorRejected { code, message_id } = &widget.event {
+            text.push_str(&format!(" {}", code.as_str()));
+            detail["code"] = json!(code.as_str());
+            if let Some(id) = message_id {
+                text.push_str(&format!(" (message {id})"));
+                detail["messageId"] = json!(id.as_str());
+            }
+        }
+        entries.push(Entry { at: widget.timestamp, kind: "widget", text, detail });
     }
     for (delivery, attempts) in store.deliveries_with_attempts(key).await.context("reading deliveries")? {
         let head = format!("#{} {}", delivery.sequence, delivery.event_type);

@@ -89,6 +89,7 @@ async fn seed(store: &Store) -> Vec<((String, u64), i64)> {
     let event = |id: &str, event_type: &str, verdict, before, after| EventRecord {
         key: conv.clone(),
         event_id: EventId::parse(id).expect("id"),
+        id_space: domain::IdSpace::Agent,
         event_type: event_type.to_owned(),
         verdict,
         phase_before: before,
@@ -117,7 +118,17 @@ async fn seed(store: &Store) -> Vec<((String, u64), i64)> {
         escalation_id: EscalationId::parse("esc-1").expect("id"),
         event: WidgetEvent::EscalationRequested,
     };
-    store::insert_widget_events(&tx, &[(conv, widget)]).await.expect("widget");
+    // A refused visitor message (SPEC §5: reported, and in the timeline).
+    let refused = WidgetEnvelope {
+        sequence: 2,
+        timestamp: earlier,
+        escalation_id: EscalationId::parse("esc-1").expect("id"),
+        event: WidgetEvent::VisitorRejected {
+            code: domain::RejectCode::HeldMessagesFull,
+            message_id: Some(domain::MessageId::parse("c-21").expect("id")),
+        },
+    };
+    store::insert_widget_events(&tx, &[(conv.clone(), widget), (conv, refused)]).await.expect("widget");
     tx.commit().await.expect("commit");
 
     let lease = Duration::from_secs(60);
@@ -275,6 +286,7 @@ async fn commands(store: Store, schema: String) {
         "event    escalate e-1 applied  idle → requested",
         "event    message e-2 rejected not_connected",
         "widget   #1 escalationRequested",
+        "widget   #2 visitorRejected held_messages_full (message c-21)",
         "webhook  #2 widgetMessage delivered",
         "attempt  #3 widgetMessage attempt 1: HTTP 410 Gone (7 ms)",
         "webhook  #3 widgetMessage pending (next attempt)",

@@ -20,10 +20,10 @@ use crate::live::LiveHub;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::metrics;
 use crate::rate_limit::{RateLimiter, Scope, retry_after_secs};
 use crate::routes::{agent, health, query, stream, widget};
 use crate::token::WidgetTokens;
+use crate::{keep_alive, metrics};
 
 /// Shared, read-only state of the ingress; cheap to clone.
 #[derive(Debug, Clone)]
@@ -113,6 +113,24 @@ impl AppState {
         })
     }
 
+    /// Takes a token from the visitor bucket of `conversation` (`messages`,
+    /// `end`), or answers `429`; the bot's budget is not touched (SPEC §3).
+    pub fn check_visitor_rate(&self, bot: &str, conversation: &str) -> Result<(), ApiError> {
+        self.0.limiter.check_visitor(bot, conversation).map_err(|wait| {
+            tracing::debug!(bot, ?wait, "visitor rate limited");
+            ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) }
+        })
+    }
+
+    /// Takes a stream open from `conversation`'s and the instance's buckets,
+    /// or answers `429`.
+    pub fn check_stream_open(&self, bot: &str, conversation: &str) -> Result<(), ApiError> {
+        self.0.limiter.check_stream_open(bot, conversation).map_err(|wait| {
+            tracing::debug!(bot, ?wait, "stream opens rate limited");
+            ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) }
+        })
+    }
+
     /// Publishes `envelope` to its conversation's shard queue and returns once
     /// the broker confirmed it (SPEC §2: no `200` for an event that could still
     /// be lost). Events of one conversation go to one queue over one channel,
@@ -167,6 +185,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(keep_alive::close_unless_drained))
         // A 5xx's cause is logged once by the handler (see `error`); the
         // layer's own failure log would only repeat the status.
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))

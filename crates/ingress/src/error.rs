@@ -34,7 +34,7 @@ pub enum ApiError {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// Over the bot's rate limit.
+    /// Over a rate limit: the bot's, a visitor's or the instance's stream opens.
     #[error("rate limited; retry after {retry_after_secs} s")]
     RateLimited {
         /// Seconds until a request would be accepted (`Retry-After`).
@@ -155,7 +155,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { limit } => format!("the body must be at most {limit} bytes"),
             ApiError::RateLimited { retry_after_secs } => {
-                format!("too many requests for this bot; retry after {retry_after_secs} s")
+                format!("too many requests; retry after {retry_after_secs} s")
             }
             ApiError::BrokerUnavailable(_) => "the event was not accepted; retry later".to_owned(),
             ApiError::NotFound => "no such endpoint".to_owned(),

@@ -13,6 +13,7 @@
 //! - [`auth`]: bot API keys (`Authorization` + `botid`) and widget tokens on requests.
 //! - [`token`]: [`WidgetTokens`], the signed, expiring token that opens one conversation.
 //! - [`body`]: reading a JSON body: media type, size limit, syntax.
+//! - [`keep_alive`]: `Connection: close` when a request body was left unread.
 //! - [`rate_limit`]: [`RateLimiter`], a lock-free per-bot token bucket.
 //! - [`error`]: [`ApiError`], the one error every handler answers with, and [`Error`].
 //! - [`metrics`]: the Prometheus recorder and the HTTP request metrics.
@@ -22,6 +23,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod keep_alive;
 pub mod live;
 pub mod metrics;
 pub mod rate_limit;

@@ -33,16 +33,17 @@
 //! end (open streams get only heartbeats until it does).
 
 mod session;
+mod waiter;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use broker::live_exchange;
 use domain::live::LiveUpdate;
-use domain::{Phase, Verdict};
+use domain::{Phase, ScopedEventId, Verdict};
 use lapin::types::ShortString;
 use metrics::counter;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -51,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
 use self::session::{Session, Supervisor};
+pub use self::waiter::VerdictWaiter;
 
 /// Messages a slow subscriber may fall behind by before it must catch up
 /// from the database (it sees `Lagged`).
@@ -59,6 +61,12 @@ const CAPACITY: usize = 256;
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 type Key = (String, String);
+
+/// What a verdict is waited for by: bot, conversation and (namespaced) event
+/// id. Event ids are the callers' own and unique only per conversation and
+/// namespace, so the id alone would hand one tenant's verdict to another, or
+/// a timer's verdict to a caller who chose the timer's id (issue 11).
+type WaitKey = (String, String, ScopedEventId);
 
 /// One registered wait for a verdict: its number and where the verdict goes.
 type Waiting = (u64, oneshot::Sender<(Verdict, Phase)>);
@@ -80,21 +88,29 @@ pub struct LiveHub(Arc<Hub>);
 struct Hub {
     exchange: ShortString,
     subscribers: Mutex<HashMap<Key, Entry>>,
-    /// The session binds go to. The lock also serializes bind, unbind and
-    /// re-binding, so an unbind for a conversation whose last stream closed can
-    /// never overtake the bind of its next one, and the subscriber map cannot
-    /// change while a new session binds it.
-    bindings: tokio::sync::Mutex<Arc<Session>>,
+    /// The session binds go to. Binds and unbinds hold it shared, so stream
+    /// opens of different conversations never wait for each other (issue
+    /// 11); re-binding on a new session holds it exclusively, so the
+    /// subscriber map cannot change while a new session binds it.
+    /// `None` until the first session is up (an ingress may start while
+    /// RabbitMQ is away: the supervisor keeps trying, issue 11).
+    bindings: tokio::sync::RwLock<Option<Arc<Session>>>,
+    /// Whether a session is installed and not known lost: `/readyz`.
+    connected: AtomicBool,
+    /// One lock per conversation being bound or unbound, so an unbind for a
+    /// conversation whose last stream closed can never overtake the bind of
+    /// its next one. An entry lives while someone holds or waits for it.
+    gates: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// The generation of the installed session, for subscribers waiting for one.
     installed: watch::Sender<u64>,
     /// Cancelled when the last handle goes: the supervisor closes and ends.
     shutdown: CancellationToken,
-    /// The installed session's queue: the `reply_to` of commands whose
+    /// The installed session's queue (empty before the first): the `reply_to` of commands whose
     /// verdict someone here waits for.
     reply_queue: Mutex<String>,
-    /// Those waiters, by event id (several requests may wait for one event),
-    /// each with its number; the worker's reply resolves them.
-    waiters: Mutex<HashMap<String, Vec<Waiting>>>,
+    /// Those waiters, by bot, conversation and event id (several requests may
+    /// wait for one event), each with its number; the worker's reply resolves them.
+    waiters: Mutex<HashMap<WaitKey, Vec<Waiting>>>,
     /// The number of the next waiter.
     next_waiter: AtomicU64,
 }
@@ -133,14 +149,46 @@ impl LiveHub {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
         let exchange =
             ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
-        let (session, consumer) = Session::open(url, prefix, 1).await?;
+        let first = Session::open(url, prefix, 1).await?;
+        Ok(Self::spawn(exchange, url, prefix, Some(first)))
+    }
+
+    /// Like [`LiveHub::connect`], but never fails on the broker: with none
+    /// reachable the hub starts without a session and its supervisor keeps
+    /// trying with backoff, so streams and verdicts work once RabbitMQ is
+    /// there, without a restart (issue 11); [`LiveHub::is_connected`] says when.
+    ///
+    /// # Errors
+    ///
+    /// Only a prefix too long for an exchange name.
+    pub fn start(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
+        let exchange =
+            ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
+        Ok(Self::spawn(exchange, url, prefix, None))
+    }
+
+    /// Whether live delivery works now: a session is installed and was not
+    /// found lost (checked every 250 ms by the supervisor).
+    pub fn is_connected(&self) -> bool {
+        self.0.connected.load(Ordering::Acquire)
+    }
+
+    fn spawn(
+        exchange: ShortString,
+        url: &str,
+        prefix: &str,
+        first: Option<(Arc<Session>, lapin::Consumer)>,
+    ) -> LiveHub {
+        let session = first.as_ref().map(|(session, _)| session.clone());
         let hub = LiveHub(Arc::new(Hub {
             exchange,
             subscribers: Mutex::new(HashMap::new()),
-            bindings: tokio::sync::Mutex::new(session.clone()),
-            installed: watch::Sender::new(session.generation),
+            connected: AtomicBool::new(session.is_some()),
+            installed: watch::Sender::new(session.as_ref().map_or(0, |s| s.generation)),
+            reply_queue: Mutex::new(session.as_ref().map(|s| s.queue_name().to_owned()).unwrap_or_default()),
+            bindings: tokio::sync::RwLock::new(session),
+            gates: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
-            reply_queue: Mutex::new(session.queue_name().to_owned()),
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
         }));
@@ -152,23 +200,32 @@ impl LiveHub {
             shutdown: hub.0.shutdown.clone(),
         };
         let span = info_span!("live", %prefix);
-        tokio::spawn(supervisor.run(session, consumer).instrument(span));
-        Ok(hub)
+        tokio::spawn(supervisor.run(first).instrument(span));
+        hub
     }
 
-    /// Registers a wait for `event_id`'s verdict, to be published with the
+    /// Registers a wait for the verdict on `event_id` of one conversation of
+    /// one bot (a verdict on the same id elsewhere never resolves it), to be published with the
     /// returned waiter's [`VerdictWaiter::queue`] as its `reply_to`: the
     /// worker then sends the verdict straight to this instance's queue, with
     /// no binding (unlike [`LiveHub::subscribe`]). While the hub is
     /// reconnecting the queue named may be gone; the reply is then lost and
     /// the caller reads the event log when its wait ends.
-    pub fn expect_verdict(&self, event_id: &str) -> VerdictWaiter {
+    pub fn expect_verdict(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        event_id: &ScopedEventId,
+    ) -> VerdictWaiter {
         let queue = self.0.reply_queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // No session yet: no reply can come; the caller reads the event log.
+        let queue = Some(queue).filter(|q| !q.is_empty());
         let (sender, receiver) = oneshot::channel();
         let number = self.0.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let key: WaitKey = (bot_id.to_owned(), conversation_id.to_owned(), event_id.clone());
         let mut waiters = self.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        waiters.entry(event_id.to_owned()).or_default().push((number, sender));
-        VerdictWaiter { hub: self.clone(), event_id: event_id.to_owned(), number, queue, receiver }
+        waiters.entry(key.clone()).or_default().push((number, sender));
+        VerdictWaiter { hub: self.clone(), key, number, queue, receiver }
     }
 
     /// Subscribes to one conversation's updates; returns once the binding is
@@ -184,11 +241,17 @@ impl LiveHub {
         let mut installed = self.0.installed.subscribe();
         loop {
             installed.borrow_and_update();
-            let session = self.0.bindings.lock().await;
-            if session.usable() {
-                return self.register(key, &session).await;
+            let guard = self.0.bindings.read().await;
+            if let Some(session) = guard.as_ref().filter(|s| s.usable()) {
+                let gate = self.0.gate(&key);
+                let registered = {
+                    let _gate = gate.lock().await;
+                    self.register(key.clone(), session).await
+                };
+                self.0.ungate(&key, gate);
+                return registered;
             }
-            drop(session);
+            drop(guard);
             // Woken when the supervisor installs the next session.
             match tokio::time::timeout_at(deadline, installed.changed()).await {
                 Ok(Ok(())) => {}
@@ -198,7 +261,7 @@ impl LiveHub {
     }
 
     /// Counts one more subscriber of `key` and binds it if it is the first;
-    /// the caller holds the bindings lock.
+    /// the caller holds the bindings lock (shared) and the conversation's gate.
     async fn register(&self, key: Key, session: &Session) -> anyhow::Result<Subscription> {
         let (receiver, first) = {
             let mut map = self.0.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -217,7 +280,9 @@ impl LiveHub {
     }
 
     async fn release(&self, key: Key) {
-        let session = self.0.bindings.lock().await;
+        let session = self.0.bindings.read().await;
+        let gate = self.0.gate(&key);
+        let guard = gate.lock().await;
         let last = {
             let mut map = self.0.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
             match map.get_mut(&key) {
@@ -232,26 +297,44 @@ impl LiveHub {
         // On a lost session there is nothing to unbind: its queue goes with
         // the connection, and the next one binds only what is subscribed then.
         if last
-            && session.usable()
+            && let Some(session) = session.as_ref().filter(|s| s.usable())
             && let Err(error) = session.bind(&self.0.exchange, &key, false).await
         {
             warn!(error = format!("{error:#}"), "unbinding a live conversation failed");
         }
+        drop(guard);
+        self.0.ungate(&key, gate);
     }
 }
 
 impl Hub {
+    /// The lock of `key`'s binds and unbinds.
+    fn gate(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
+        self.gates.lock().unwrap_or_else(PoisonError::into_inner).entry(key.clone()).or_default().clone()
+    }
+
+    /// Gives `gate` back, forgetting it if nobody else holds or awaits it.
+    fn ungate(&self, key: &Key, gate: Arc<tokio::sync::Mutex<()>>) {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(gate);
+        // Only the map's own reference left: new users need this lock to get one.
+        if gates.get(key).is_some_and(|g| Arc::strong_count(g) == 1) {
+            gates.remove(key);
+        }
+    }
+
     /// Binds every subscribed conversation on `session`, makes it the one
     /// binds go to, then tells every subscriber to resync. Returns how many
     /// conversations it bound.
     async fn install(&self, session: &Arc<Session>) -> anyhow::Result<usize> {
-        let mut current = self.bindings.lock().await;
+        let mut current = self.bindings.write().await;
         let keys: Vec<Key> =
             self.subscribers.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
         for key in &keys {
             session.bind(&self.exchange, key, true).await.context("re-binding a live conversation")?;
         }
-        *current = session.clone();
+        *current = Some(session.clone());
+        self.connected.store(true, Ordering::Release);
         *self.reply_queue.lock().unwrap_or_else(PoisonError::into_inner) = session.queue_name().to_owned();
         self.installed.send_replace(session.generation);
         // After binding: anything committed before now is in the database.
@@ -285,8 +368,11 @@ impl Hub {
             // (which get the same batch through their bindings).
             let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
             for update in &updates {
+                let (bot, conversation) = (update.bot_id.as_str(), update.conversation_id.as_str());
                 for verdict in &update.verdicts {
-                    for (_, waiter) in waiters.remove(verdict.event_id.as_str()).unwrap_or_default() {
+                    let id = ScopedEventId(verdict.space, verdict.event_id.clone());
+                    let key = (bot.to_owned(), conversation.to_owned(), id);
+                    for (_, waiter) in waiters.remove(&key).unwrap_or_default() {
                         let _ = waiter.send((verdict.verdict, update.phase));
                         counter!("ingress_live_messages_total", "outcome" => "verdict").increment(1);
                     }
@@ -310,42 +396,6 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// A wait for one event's verdict; see [`LiveHub::expect_verdict`].
-#[derive(Debug)]
-pub struct VerdictWaiter {
-    hub: LiveHub,
-    event_id: String,
-    number: u64,
-    queue: String,
-    receiver: oneshot::Receiver<(Verdict, Phase)>,
-}
-
-impl VerdictWaiter {
-    /// The queue to name as the command's `reply_to`.
-    pub fn queue(&self) -> &str {
-        &self.queue
-    }
-
-    /// The verdict and the phase after it, if the worker's reply comes within
-    /// `wait` (it does not when this instance reconnected meanwhile: the
-    /// caller then reads the event log).
-    pub async fn wait(mut self, wait: Duration) -> Option<(Verdict, Phase)> {
-        tokio::time::timeout(wait, &mut self.receiver).await.ok()?.ok()
-    }
-}
-
-impl Drop for VerdictWaiter {
-    fn drop(&mut self) {
-        let mut waiters = self.hub.0.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = waiters.get_mut(&self.event_id) {
-            list.retain(|(number, _)| *number != self.number);
-            if list.is_empty() {
-                waiters.remove(&self.event_id);
-            }
-        }
     }
 }
 

@@ -1,37 +1,59 @@
-//! Per-bot rate limiting (SPEC §2: `429` with `Retry-After`).
+//! Rate limiting (SPEC §2: `429` with `Retry-After`; SPEC §3: whose budget).
 //!
-//! Each bot has two token buckets of its configured size (`rate_limit_burst`)
-//! refilled at `rate_limit_per_sec`: one for the agent API, one for the widget
-//! API, so a burst of visitor traffic never throttles the contact centre and
-//! the other way round. The buckets are GCRA cells (one atomic "theoretical
-//! arrival time" each, updated by compare-and-swap), so the hot path takes no
-//! lock. The bot list is fixed at start-up, so the map is built once and only
-//! read afterwards. Limits are per ingress instance.
+//! - The bot's budget: each bot has two token buckets of its configured size
+//!   (`rate_limit_burst`) refilled at `rate_limit_per_sec`, one for the
+//!   contact centre (agent API and queries), one for the bot platform
+//!   (`escalate`). Visitors never touch either.
+//! - Visitors: `messages` and `end` have one bucket per conversation (a widget
+//!   token opens exactly one), sized by `widget.visitor_rate_*`, so one visitor
+//!   never exhausts the bot's budget or another visitor's.
+//! - Stream opens: one bucket per conversation (`widget.stream_open*`) and one
+//!   for the whole instance (`widget.instance_stream_open*`), against reconnect
+//!   storms.
+//!
+//! The buckets are GCRA cells (one atomic "theoretical arrival time" each,
+//! updated by compare-and-swap). The bot list is fixed at start-up, so that
+//! map is only read. Per-conversation cells live in a sharded map, so no lock
+//! is process-wide; a shard forgets its full cells (a full cell is the same as
+//! a new one) when it grows. Limits are per ingress instance.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use settings::Settings;
 
-/// Which API a request is for; each has its own bucket per bot.
+/// Which of the bot's budgets a request spends; each has its own bucket per bot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// `send-message-to-widget` (the contact centre).
+    /// `send-message-to-widget` and the query endpoints (the contact centre).
     Agent,
-    /// The widget API (the bot platform's `escalate`, the visitor's messages and `end`).
-    Widget,
+    /// `escalate` (the bot platform).
+    Escalate,
 }
 
-/// The buckets of every configured bot.
+/// Shards of the per-conversation maps: enough that concurrent requests
+/// rarely meet on one lock.
+const SHARDS: usize = 64;
+/// A shard with more cells than this drops its full ones on the next insert.
+const PRUNE_AT: usize = 4096;
+
+/// The buckets of every configured bot, conversation and the instance.
 #[derive(Debug)]
 pub struct RateLimiter {
     epoch: Instant,
     bots: HashMap<String, [Cell; 2]>,
+    visitors: Keyed,
+    stream_opens: Keyed,
+    instance_stream_opens: Cell,
 }
 
 impl RateLimiter {
-    /// A full bucket per bot and scope, sized from each bot's effective settings.
+    /// Full buckets: per bot and scope from each bot's effective settings,
+    /// per conversation and per instance from `[widget]`.
     pub fn new(settings: &Settings) -> Self {
         let bots = settings
             .bots
@@ -42,7 +64,18 @@ impl RateLimiter {
                 (bot.id.clone(), [cell(), cell()])
             })
             .collect();
-        Self { epoch: Instant::now(), bots }
+        let w = &settings.widget;
+        Self {
+            epoch: Instant::now(),
+            bots,
+            visitors: Keyed::new(w.visitor_rate_per_sec, w.visitor_rate_burst),
+            stream_opens: Keyed::new(w.stream_opens_per_sec, w.stream_open_burst),
+            instance_stream_opens: Cell::new(w.instance_stream_opens_per_sec, w.instance_stream_open_burst),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Takes one token from `bot`'s bucket for `scope`, or says how long until
@@ -50,12 +83,57 @@ impl RateLimiter {
     /// authenticate anyway).
     pub fn check(&self, bot: &str, scope: Scope) -> Result<(), Duration> {
         let Some(cells) = self.bots.get(bot) else { return Ok(()) };
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let cell = match scope {
             Scope::Agent => &cells[0],
-            Scope::Widget => &cells[1],
+            Scope::Escalate => &cells[1],
         };
-        cell.check(now).map_err(Duration::from_nanos)
+        cell.check(self.now()).map_err(Duration::from_nanos)
+    }
+
+    /// Takes one token from the visitor bucket of one conversation
+    /// (`messages`, `end`).
+    pub fn check_visitor(&self, bot: &str, conversation: &str) -> Result<(), Duration> {
+        self.visitors.check(bot, conversation, self.now()).map_err(Duration::from_nanos)
+    }
+
+    /// Takes one stream open from the conversation's bucket, then from the
+    /// instance's.
+    pub fn check_stream_open(&self, bot: &str, conversation: &str) -> Result<(), Duration> {
+        let now = self.now();
+        self.stream_opens.check(bot, conversation, now).map_err(Duration::from_nanos)?;
+        self.instance_stream_opens.check(now).map_err(Duration::from_nanos)
+    }
+}
+
+/// Cells per (bot, conversation), in shards each behind its own lock.
+#[derive(Debug)]
+struct Keyed {
+    per_sec: u32,
+    burst: u32,
+    hasher: RandomState,
+    shards: Vec<Mutex<HashMap<(String, String), Cell>>>,
+}
+
+impl Keyed {
+    fn new(per_sec: u32, burst: u32) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Self { per_sec, burst, hasher: RandomState::new(), shards }
+    }
+
+    fn check(&self, bot: &str, conversation: &str, now: u64) -> Result<(), u64> {
+        let index = (self.hasher.hash_one((bot, conversation)) % SHARDS as u64) as usize;
+        let mut shard = self.shards[index].lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cell) = shard.get(&(bot.to_owned(), conversation.to_owned())) {
+            return cell.check(now);
+        }
+        if shard.len() >= PRUNE_AT {
+            // A cell whose theoretical arrival time has passed is full again.
+            shard.retain(|_, cell| cell.tat.load(Ordering::Relaxed) > now);
+        }
+        let cell = Cell::new(self.per_sec, self.burst);
+        let outcome = cell.check(now);
+        shard.insert((bot.to_owned(), conversation.to_owned()), cell);
+        outcome
     }
 }
 
@@ -144,6 +222,23 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
         assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn conversations_have_buckets_of_their_own_and_full_ones_are_forgotten() {
+        let keyed = Keyed::new(1, 2);
+        assert_eq!(keyed.check("bot", "a", 0), Ok(()));
+        assert_eq!(keyed.check("bot", "a", 0), Ok(()));
+        assert!(keyed.check("bot", "a", 0).is_err());
+        assert_eq!(keyed.check("bot", "b", 0), Ok(()), "another visitor is untouched");
+        assert_eq!(keyed.check("other", "a", 0), Ok(()), "another bot's conversation too");
+        for i in 0..(PRUNE_AT * SHARDS) {
+            let _ = keyed.check("bot", &format!("c{i}"), 0);
+        }
+        let later = 10 * SEC;
+        let _ = keyed.check("bot", "fresh", later);
+        let cells: usize = keyed.shards.iter().map(|s| s.lock().expect("lock").len()).sum();
+        assert!(cells < PRUNE_AT * SHARDS, "full cells are dropped: {cells}");
     }
 
     #[test]

@@ -59,14 +59,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let db = &settings.database;
     let store = store::Store::connect(&db.url, &db.schema, db.pool_size)
         .context("configuring the query endpoints' database pool")?;
-    let state = match LiveHub::connect(&settings.broker.url, &settings.broker.prefix).await {
-        Ok(hub) => AppState::with_live(settings, publisher.clone(), store, hub),
-        // The write path must not depend on it; streams answer 503 until a restart.
-        Err(error) => {
-            warn!(error = format!("{error:#}"), "live updates unavailable; widget streams answer 503");
-            AppState::with_store(settings, publisher.clone(), store)
-        }
-    };
+    // Never fails on the broker: started while RabbitMQ is away, it keeps
+    // trying (streams answer 503 and /readyz is not ready until it is up).
+    let hub =
+        LiveHub::start(&settings.broker.url, &settings.broker.prefix).context("starting the live hub")?;
+    let state = AppState::with_live(settings, publisher.clone(), store, hub);
     let app = router(state);
     let served = serve(listener, app, grace, shutdown).await;
     publisher.shutdown().await;

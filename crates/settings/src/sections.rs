@@ -162,11 +162,36 @@ pub struct WidgetConfig {
     /// Lifetime of a widget token in seconds. At least 1. Default 86400 (24 h, the
     /// escalation TTL).
     pub token_ttl_secs: u64,
+    /// Visitor `messages` and `end` per second of one conversation (one widget token's),
+    /// sustained (SPEC §3: visitors never spend the bot's budget or each other's).
+    /// At least 1. Default 5.
+    pub visitor_rate_per_sec: u32,
+    /// Visitor `messages` and `end` one conversation may send at once. At least 1. Default 20.
+    pub visitor_rate_burst: u32,
+    /// Stream opens per second of one conversation, sustained (a reconnecting widget).
+    /// At least 1. Default 1.
+    pub stream_opens_per_sec: u32,
+    /// Stream opens one conversation may make at once. At least 1. Default 10.
+    pub stream_open_burst: u32,
+    /// Stream opens per second of this ingress instance, all conversations together,
+    /// sustained (a reconnect storm after a restart). At least 1. Default 500.
+    pub instance_stream_opens_per_sec: u32,
+    /// Stream opens this ingress instance accepts at once. At least 1. Default 2000.
+    pub instance_stream_open_burst: u32,
 }
 
 impl Default for WidgetConfig {
     fn default() -> Self {
-        Self { token_secret: Secret::default(), token_ttl_secs: 86_400 }
+        Self {
+            token_secret: Secret::default(),
+            token_ttl_secs: 86_400,
+            visitor_rate_per_sec: 5,
+            visitor_rate_burst: 20,
+            stream_opens_per_sec: 1,
+            stream_open_burst: 10,
+            instance_stream_opens_per_sec: 500,
+            instance_stream_open_burst: 2000,
+        }
     }
 }
 

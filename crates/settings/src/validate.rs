@@ -167,6 +167,17 @@ pub(crate) fn settings(s: &Settings, url_errors: Vec<Option<String>>) -> Problem
         _ => {}
     }
     c.at_least_one("widget.token_ttl_secs", s.widget.token_ttl_secs);
+    let wg = &s.widget;
+    for (key, value) in [
+        ("widget.visitor_rate_per_sec", wg.visitor_rate_per_sec),
+        ("widget.visitor_rate_burst", wg.visitor_rate_burst),
+        ("widget.stream_opens_per_sec", wg.stream_opens_per_sec),
+        ("widget.stream_open_burst", wg.stream_open_burst),
+        ("widget.instance_stream_opens_per_sec", wg.instance_stream_opens_per_sec),
+        ("widget.instance_stream_open_burst", wg.instance_stream_open_burst),
+    ] {
+        c.at_least_one(key, u64::from(value));
+    }
 
     let w = &s.webhooks;
     c.at_least_one("webhooks.timeout_secs", w.timeout_secs);

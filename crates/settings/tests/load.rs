@@ -55,6 +55,8 @@ fn defaults_load() {
     assert_eq!(s.database.schema, "escalations");
     assert_eq!(s.widget.token_secret.expose(), TOKEN);
     assert_eq!(s.widget.token_ttl_secs, 86400);
+    assert_eq!((s.widget.visitor_rate_per_sec, s.widget.visitor_rate_burst), (5, 20));
+    assert_eq!((s.widget.stream_opens_per_sec, s.widget.instance_stream_open_burst), (1, 2000));
     assert_eq!(s.webhooks, WebhookConfig::default());
     assert!(!s.webhooks.allow_loopback);
     assert_eq!(s.defaults, BotDefaults::default());

@@ -55,6 +55,8 @@ fn service_sections_are_checked_by_key() {
         ("[database]\nschema = \"pg_mine\"", "database.schema", "pg_"),
         ("[database]\npool_size = 0", "database.pool_size", "at least 1"),
         ("[widget]\ntoken_ttl_secs = 0", "widget.token_ttl_secs", "at least 1"),
+        ("[widget]\nvisitor_rate_burst = 0", "widget.visitor_rate_burst", "at least 1"),
+        ("[widget]\ninstance_stream_opens_per_sec = 0", "widget.instance_stream_opens_per_sec", "at least 1"),
         ("[webhooks]\ntimeout_secs = 0", "webhooks.timeout_secs", "at least 1"),
         ("[webhooks]\nbreaker_failures = 0", "webhooks.breaker_failures", "at least 1"),
         ("[webhooks]\nbreaker_cooldown_secs = 0", "webhooks.breaker_cooldown_secs", "at least 1"),

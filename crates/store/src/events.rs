@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use domain::{BotId, EventId, Phase, Verdict};
+use domain::{BotId, EventId, IdSpace, Phase, ScopedEventId, Verdict};
 
 use crate::codec::{key_arrays, key_from_row, parse_id, parse_wire, verdict_columns, verdict_from_columns};
 use crate::error::{Error, Result};
@@ -23,6 +23,9 @@ pub struct EventRecord {
     pub key: ConvKey,
     /// The command's idempotency key.
     pub event_id: EventId,
+    /// Its namespace ([`domain::Input::id_space`]): the same id in two
+    /// spaces is two events.
+    pub id_space: IdSpace,
     /// The input's wire name (`Input::name`).
     pub event_type: String,
     /// What the machine decided.
@@ -38,27 +41,39 @@ pub struct EventRecord {
 }
 
 const APPLIED: &str = "
-    SELECT bot_id, conversation_id, event_id
+    SELECT bot_id, conversation_id, id_space, event_id
     FROM events
-    WHERE (bot_id, conversation_id, event_id) IN
-        (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))";
+    WHERE (bot_id, conversation_id, id_space, event_id) IN
+        (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]))";
 
 /// Which of `ids` are already recorded, whatever their verdict: a redelivered
 /// command is a duplicate even if it was rejected the first time.
 #[tracing::instrument(level = "debug", skip_all, fields(ids = ids.len()))]
 pub async fn applied_event_ids(
     tx: &impl Executor,
-    ids: &[(ConvKey, EventId)],
-) -> Result<HashSet<(ConvKey, EventId)>> {
+    ids: &[(ConvKey, ScopedEventId)],
+) -> Result<HashSet<(ConvKey, ScopedEventId)>> {
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
     let (bots, conversations) = key_arrays(ids.iter().map(|(key, _)| key));
-    let events: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
-    let rows = executor::query(tx, APPLIED, &[&bots, &conversations, &events]).await?;
+    let spaces: Vec<&str> = ids.iter().map(|(_, id)| id.0.as_str()).collect();
+    let events: Vec<&str> = ids.iter().map(|(_, id)| id.1.as_str()).collect();
+    let rows = executor::query(tx, APPLIED, &[&bots, &conversations, &spaces, &events]).await?;
     rows.iter()
-        .map(|row| Ok((key_from_row(row)?, parse_id(row.try_get("event_id")?, "event_id", EventId::parse)?)))
+        .map(|row| {
+            let id = ScopedEventId(
+                space_from_row(row)?,
+                parse_id(row.try_get("event_id")?, "event_id", EventId::parse)?,
+            );
+            Ok((key_from_row(row)?, id))
+        })
         .collect()
+}
+
+fn space_from_row(row: &Row) -> Result<IdSpace> {
+    let name: &str = row.try_get("id_space")?;
+    IdSpace::parse(name).ok_or_else(|| Error::Corrupt { column: "id_space", value: name.to_owned() })
 }
 
 // `ORDER BY ord` makes `id` follow the order of `rows`, which is the order the
@@ -66,13 +81,13 @@ pub async fn applied_event_ids(
 const RECORD: &str = "
     INSERT INTO events
         (bot_id, conversation_id, event_id, event_type, verdict, code, phase_before, phase_after,
-         received_at, applied_at)
+         received_at, applied_at, id_space)
     SELECT u.bot_id, u.conversation_id, u.event_id, u.event_type, u.verdict, u.code, u.phase_before,
-           u.phase_after, u.received_at, u.applied_at
+           u.phase_after, u.received_at, u.applied_at, u.id_space
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::timestamptz[], $10::timestamptz[])
+                $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[])
         WITH ORDINALITY AS u(bot_id, conversation_id, event_id, event_type, verdict, code, phase_before,
-                             phase_after, received_at, applied_at, ord)
+                             phase_after, received_at, applied_at, id_space, ord)
     ORDER BY u.ord
     ON CONFLICT DO NOTHING";
 
@@ -92,21 +107,35 @@ pub async fn record_events(tx: &impl Executor, rows: &[EventRecord]) -> Result<u
     let after: Vec<&str> = rows.iter().map(|row| row.phase_after.as_str()).collect();
     let received: Vec<DateTime<Utc>> = rows.iter().map(|row| row.received_at).collect();
     let applied: Vec<DateTime<Utc>> = rows.iter().map(|row| row.applied_at).collect();
+    let spaces: Vec<&str> = rows.iter().map(|row| row.id_space.as_str()).collect();
     executor::execute(
         tx,
         RECORD,
-        &[&bots, &conversations, &events, &types, &verdicts, &codes, &before, &after, &received, &applied],
+        &[
+            &bots,
+            &conversations,
+            &events,
+            &types,
+            &verdicts,
+            &codes,
+            &before,
+            &after,
+            &received,
+            &applied,
+            &spaces,
+        ],
     )
     .await
 }
 
 const COLUMNS: &str = "bot_id, conversation_id, event_id, event_type, verdict, code, phase_before, \
-                       phase_after, received_at, applied_at";
+                       phase_after, received_at, applied_at, id_space";
 
 fn record_from_row(row: &Row) -> Result<EventRecord> {
     Ok(EventRecord {
         key: key_from_row(row)?,
         event_id: parse_id(row.try_get("event_id")?, "event_id", EventId::parse)?,
+        id_space: space_from_row(row)?,
         event_type: row.try_get("event_type")?,
         verdict: verdict_from_columns(row.try_get("verdict")?, row.try_get("code")?)?,
         phase_before: parse_wire(row.try_get("phase_before")?, "phase_before")?,
@@ -140,13 +169,34 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// `event_id`'s record in one conversation: what a caller waiting for its
+    /// own event's verdict may read. Keyed by the whole conversation, never
+    /// by the id alone: another bot's or another conversation's event with
+    /// the same id is none of the caller's business (SPEC §3).
+    pub async fn conversation_event(
+        &self,
+        key: &ConvKey,
+        event_id: &ScopedEventId,
+    ) -> Result<Option<EventRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {{schema}}.events
+             WHERE bot_id = $1 AND conversation_id = $2 AND id_space = $3 AND event_id = $4"
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&key.bot_id.as_str(), &key.conversation_id.as_str(), &event_id.0.as_str(), &event_id.1.as_str()];
+        let rows = self.query(&sql, &params).await?;
+        rows.first().map(record_from_row).transpose()
+    }
+
     /// One recorded event of a bot, found by its id alone (SPEC §2,
     /// `GET /agent/converse/events/{eventId}`). Event ids are unique per
     /// conversation; should two conversations share one, the first recorded wins.
+    /// Only the agent's namespace is searched: the caller's ids, never ours
+    /// (SPEC §2), so `timer:…` names the caller's event of that id, if any.
     pub async fn event(&self, bot_id: &BotId, event_id: &EventId) -> Result<Option<EventRecord>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM {{schema}}.events
-             WHERE bot_id = $1 AND event_id = $2 ORDER BY id LIMIT 1"
+             WHERE bot_id = $1 AND id_space = 'agent' AND event_id = $2 ORDER BY id LIMIT 1"
         );
         let rows = self.query(&sql, &[&bot_id.as_str(), &event_id.as_str()]).await?;
         rows.first().map(record_from_row).transpose()

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_webhook_delivery.sql"),
     include_str!("../migrations/0003_outbox_heads.sql"),
+    include_str!("../migrations/0004_event_id_spaces.sql"),
 ];
 
 impl Store {

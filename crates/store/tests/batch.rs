@@ -2,7 +2,7 @@
 
 mod support;
 
-use domain::{Conversation, Phase, RejectCode, TimerKind, Verdict};
+use domain::{Conversation, IdSpace, Phase, RejectCode, ScopedEventId, TimerKind, Verdict};
 use store::{
     ConvKey, EventRecord, applied_event_ids, delete_timers, insert_webhook_deliveries, insert_widget_events,
     lock_conversations, record_events, save_conversations, upsert_timers,
@@ -13,6 +13,7 @@ fn record(key: &ConvKey, id: &str, verdict: Verdict, before: Phase, after: Phase
     EventRecord {
         key: key.clone(),
         event_id: event_id(id),
+        id_space: IdSpace::Agent,
         event_type: "escalate".to_owned(),
         verdict,
         phase_before: before,
@@ -62,18 +63,22 @@ async fn batch_functions_round_trip() {
         ];
         assert_eq!(record_events(&tx, &records).await.expect("record"), 3);
         assert_eq!(record_events(&tx, &records[..1]).await.expect("record again"), 0);
+        let sys = |id: &str| ScopedEventId(IdSpace::Agent, event_id(id));
         let asked = vec![
-            (a.clone(), event_id("e1")),
-            (a.clone(), event_id("e2")),
-            (a.clone(), event_id("e3")),
-            (b.clone(), event_id("e1")),
-            (unknown.clone(), event_id("e1")),
+            (a.clone(), sys("e1")),
+            (a.clone(), sys("e2")),
+            (a.clone(), sys("e3")),
+            (b.clone(), sys("e1")),
+            (unknown.clone(), sys("e1")),
+            // The same id in our namespace is another event (SPEC §2).
+            (a.clone(), ScopedEventId(IdSpace::System, event_id("e1"))),
         ];
         let applied = applied_event_ids(&tx, &asked).await.expect("applied ids");
         assert_eq!(applied.len(), 3);
-        assert!(applied.contains(&(a.clone(), event_id("e2"))), "rejected events count as seen");
-        assert!(!applied.contains(&(a.clone(), event_id("e3"))));
-        assert!(!applied.contains(&(unknown.clone(), event_id("e1"))));
+        assert!(applied.contains(&(a.clone(), sys("e2"))), "rejected events count as seen");
+        assert!(!applied.contains(&(a.clone(), sys("e3"))));
+        assert!(!applied.contains(&(unknown.clone(), sys("e1"))));
+        assert!(!applied.contains(&(a.clone(), ScopedEventId(IdSpace::System, event_id("e1")))));
 
         // Widget events and webhook deliveries, written twice (a redelivery).
         let widget: Vec<_> = effects.widget.iter().map(|e| (a.clone(), e.clone())).collect();
@@ -125,6 +130,14 @@ async fn batch_functions_round_trip() {
         assert_eq!(found, records[1]);
         assert!(store.event(&a.bot_id, &event_id("nope")).await.expect("event").is_none());
         assert_eq!(store.count_events().await.expect("count"), 3);
+        // Our `e1` is recorded beside the caller's, and never read as theirs.
+        let mut ours = record(&a, "e1", Verdict::Ignored, Phase::Requested, Phase::Requested);
+        ours.id_space = IdSpace::System;
+        let client = store.client().await.expect("client");
+        assert_eq!(record_events(&client, &[ours]).await.expect("record"), 1, "no clash with the caller's");
+        drop(client);
+        let found = store.event(&a.bot_id, &event_id("e1")).await.expect("event").expect("found");
+        assert_eq!(found, records[0]);
 
         assert_eq!(store.widget_events(&a, 0).await.expect("widget events"), effects.widget);
         let last = effects.widget.last().expect("one widget event").sequence;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use domain::{BotId, ConversationId, EventId, TimerKind};
+use domain::{BotId, ConversationId, EventId, IdSpace, ScopedEventId, TimerKind};
 use store::{ConvKey, Store};
 use support::{database_url, with_store};
 
@@ -30,8 +30,10 @@ async fn seq_scans(store: &Store) -> i64 {
 /// The three lookups of a batch, on `db`, for a few keys.
 async fn lookups(db: &deadpool_postgres::Object) {
     let keys: Vec<ConvKey> = (0..3).map(key).collect();
-    let ids: Vec<(ConvKey, EventId)> =
-        keys.iter().map(|k| (k.clone(), EventId::parse("e-1").expect("id"))).collect();
+    let ids: Vec<(ConvKey, ScopedEventId)> = keys
+        .iter()
+        .map(|k| (k.clone(), ScopedEventId(IdSpace::Agent, EventId::parse("e-1").expect("id"))))
+        .collect();
     let timers: Vec<(ConvKey, TimerKind)> = keys.iter().map(|k| (k.clone(), TimerKind::Queue)).collect();
     store::lock_conversations(db, &keys).await.expect("lock");
     store::applied_event_ids(db, &ids).await.expect("dedupe");

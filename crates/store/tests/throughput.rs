@@ -27,7 +27,7 @@ async fn write_batch(store: &store::Store, round: usize) -> Duration {
     let mut client = store.client().await.expect("client");
     let tx = client.transaction().await.expect("begin");
     let mut states = lock_conversations(&tx, &keys).await.expect("lock");
-    let ids: Vec<_> = keys.iter().cloned().zip(commands.iter().map(|c| c.event_id.clone())).collect();
+    let ids: Vec<_> = keys.iter().cloned().zip(commands.iter().map(|c| c.scoped_id())).collect();
     let seen = applied_event_ids(&tx, &ids).await.expect("applied ids");
     assert!(seen.is_empty());
 
@@ -39,6 +39,7 @@ async fn write_batch(store: &store::Store, round: usize) -> Duration {
         records.push(EventRecord {
             key: key.clone(),
             event_id: command.event_id.clone(),
+            id_space: command.input.id_space(),
             event_type: command.input.name().to_owned(),
             verdict: transition.verdict,
             phase_before: state.phase(),

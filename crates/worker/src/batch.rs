@@ -16,7 +16,7 @@ use domain::live::{LiveUpdate, LiveVerdict};
 use domain::machine::{Conversation, Effect, TimerKind};
 use domain::webhook::WebhookEnvelope;
 use domain::widget::WidgetEnvelope;
-use domain::{Context, Envelope, EscalationId, EventId, Phase, Verdict, step};
+use domain::{Context, Envelope, EscalationId, Phase, ScopedEventId, Verdict, step};
 use store::{ConvKey, EventRecord, Store};
 
 use crate::bots::BotRules;
@@ -62,8 +62,9 @@ pub async fn apply_batch(
     let mut keys: Vec<ConvKey> = batch.iter().map(ConvKey::from).collect();
     keys.sort();
     keys.dedup();
-    let ids: Vec<(ConvKey, EventId)> =
-        batch.iter().map(|e| (ConvKey::from(e), e.command.event_id.clone())).collect();
+    // Namespaced (SPEC §2): a client's `timer:…` id is not our timer's.
+    let ids: Vec<(ConvKey, ScopedEventId)> =
+        batch.iter().map(|e| (ConvKey::from(e), e.command.scoped_id())).collect();
     // BEGIN and both reads in one round trip: the client pipelines
     // concurrent queries, sent in the order they are first polled.
     // Joined, not try-joined: when one statement fails, the ones after it are
@@ -82,17 +83,17 @@ pub async fn apply_batch(
 
     let mut writes = Writes::default();
     let mut outcome = BatchOutcome::default();
-    let mut seen: HashSet<(ConvKey, EventId)> = HashSet::new();
+    let mut seen: HashSet<(ConvKey, ScopedEventId)> = HashSet::new();
     let mut changed: Vec<ConvKey> = Vec::new();
     // Announced too: a `Prefer: wait` caller resending an event waits for its verdict.
-    let mut duplicates: Vec<(ConvKey, EventId)> = Vec::new();
+    let mut duplicates: Vec<(ConvKey, ScopedEventId)> = Vec::new();
     for (envelope, id) in batch.iter().zip(ids) {
         if recorded.contains(&id) || !seen.insert(id.clone()) {
             outcome.verdicts.push(Verdict::Duplicate);
             duplicates.push(id);
             continue;
         }
-        let (key, event_id) = id;
+        let (key, ScopedEventId(id_space, event_id)) = id;
         let state = states.entry(key.clone()).or_default();
         let phase_before = state.phase();
         let bot_rules = rules.rules_for(&envelope.bot_id);
@@ -112,6 +113,7 @@ pub async fn apply_batch(
         writes.events.push(EventRecord {
             key: key.clone(),
             event_id,
+            id_space,
             event_type: envelope.event_type().to_owned(),
             verdict: transition.verdict,
             phase_before,
@@ -166,7 +168,7 @@ fn failed<const N: usize>(errors: [Option<store::Error>; N]) -> store::Error {
 /// `unchanged` holds the locked states of conversations with only duplicates.
 fn live_updates(
     writes: &Writes,
-    duplicates: Vec<(ConvKey, EventId)>,
+    duplicates: Vec<(ConvKey, ScopedEventId)>,
     unchanged: &HashMap<ConvKey, Conversation>,
 ) -> Vec<LiveUpdate> {
     let update = |key: &ConvKey, state: Option<&Conversation>| LiveUpdate {
@@ -178,16 +180,17 @@ fn live_updates(
     };
     let mut updates: BTreeMap<ConvKey, LiveUpdate> =
         writes.states.iter().map(|(key, state)| (key.clone(), update(key, Some(state)))).collect();
-    for (key, event_id) in duplicates {
+    for (key, ScopedEventId(space, event_id)) in duplicates {
         updates
             .entry(key.clone())
             .or_insert_with(|| update(&key, unchanged.get(&key)))
             .verdicts
-            .push(LiveVerdict { event_id, verdict: Verdict::Duplicate });
+            .push(LiveVerdict { event_id, space, verdict: Verdict::Duplicate });
     }
     for record in &writes.events {
         if let Some(update) = updates.get_mut(&record.key) {
-            update.verdicts.push(LiveVerdict { event_id: record.event_id.clone(), verdict: record.verdict });
+            let (event_id, space) = (record.event_id.clone(), record.id_space);
+            update.verdicts.push(LiveVerdict { event_id, space, verdict: record.verdict });
         }
     }
     for (key, envelope) in &writes.widget {

@@ -16,7 +16,7 @@ use crate::widget::{WidgetEnvelope, WidgetEvent};
 /// Applies one command. A repeat of a recent event id is a `duplicate` with no
 /// effect; a refusal leaves the state untouched and says why.
 pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<Transition, Rejection> {
-    if state.recent_event_ids.contains(&cmd.event_id) {
+    if state.recent_event_ids.contains(&cmd.scoped_id()) {
         return Ok(Transition { next: state.clone(), verdict: Verdict::Duplicate, effects: Vec::new() });
     }
     let mut b = Builder { next: state.clone(), effects: Vec::new(), now: ctx.now };
@@ -92,13 +92,15 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
             }
         }
     };
-    b.remember(&cmd.event_id);
+    b.remember(cmd);
     Ok(b.finish(verdict))
 }
 
 /// What the worker runs: [`apply`], and for a refusal, the refused event id is
-/// remembered (a repeat is a `duplicate`, never reported twice) and, for agent
-/// events when the bot wants it, an `eventRejected` webhook is queued (SPEC §4).
+/// remembered (a repeat is a `duplicate`, never reported twice) and reported
+/// (SPEC §5): for agent events when the bot wants it, an `eventRejected`
+/// webhook is queued (SPEC §4); a visitor's message or `end` is answered on
+/// the widget's stream with `visitorRejected`.
 pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transition {
     match apply(state, cmd, ctx) {
         Ok(transition) => transition,
@@ -111,7 +113,15 @@ pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transitio
                     current_state: rejection.current_state,
                 });
             }
-            b.remember(&cmd.event_id);
+            let code = rejection.code;
+            match &cmd.input {
+                Input::VisitorMessage { message_id, .. } => {
+                    b.widget(WidgetEvent::VisitorRejected { code, message_id: Some(message_id.clone()) });
+                }
+                Input::VisitorEnd => b.widget(WidgetEvent::VisitorRejected { code, message_id: None }),
+                _ => {}
+            }
+            b.remember(cmd);
             b.finish(Verdict::Rejected(rejection.code))
         }
     }
@@ -330,9 +340,9 @@ impl Builder {
         }
     }
 
-    fn remember(&mut self, event_id: &EventId) {
+    fn remember(&mut self, cmd: &Command) {
         let ids = &mut self.next.recent_event_ids;
-        ids.push_back(event_id.clone());
+        ids.push_back(cmd.scoped_id());
         while ids.len() > DEDUPE_WINDOW {
             ids.pop_front();
         }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent_event::AgentAction;
-use crate::ids::{EscalationId, EventId, MessageId};
+use crate::ids::{EscalationId, EventId, IdSpace, MessageId, ScopedEventId};
 use crate::webhook::WebhookEnvelope;
 use crate::widget::WidgetEnvelope;
 
@@ -260,8 +260,8 @@ pub struct Conversation {
     pub widget_sequence: u64,
     /// Last webhook sequence handed out.
     pub webhook_sequence: u64,
-    /// Recently applied or refused event ids, newest last.
-    pub recent_event_ids: VecDeque<EventId>,
+    /// Recently applied or refused event ids with their namespaces, newest last.
+    pub recent_event_ids: VecDeque<ScopedEventId>,
 }
 
 impl Conversation {
@@ -333,6 +333,28 @@ pub struct Command {
     pub event_id: EventId,
     /// What happened.
     pub input: Input,
+}
+
+impl Input {
+    /// The namespace of the event id this input comes with: agent events in
+    /// the agent's, the visitor's inputs in the visitor's, and the inputs the
+    /// service makes itself (escalate's id is made by the ingress) in the system's.
+    pub fn id_space(&self) -> IdSpace {
+        match self {
+            Input::Agent { .. } => IdSpace::Agent,
+            Input::VisitorMessage { .. } | Input::VisitorEnd => IdSpace::Visitor,
+            Input::Escalate { .. } | Input::TimerFired { .. } | Input::EscalateUndeliverable { .. } => {
+                IdSpace::System
+            }
+        }
+    }
+}
+
+impl Command {
+    /// The event id with its namespace: what a repeat is recognised by.
+    pub fn scoped_id(&self) -> ScopedEventId {
+        ScopedEventId(self.input.id_space(), self.event_id.clone())
+    }
 }
 
 /// What the machine needs besides the state and the command.

@@ -151,13 +151,24 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(super) async fn run(self, mut session: Arc<Session>, mut consumer: Consumer) {
+    pub(super) async fn run(self, first: Option<(Arc<Session>, Consumer)>) {
         let mut delay = RECONNECT_DELAY_MIN;
+        let (mut session, mut consumer) = match first {
+            Some(first) => first,
+            // Started while the broker was away: keep trying until it is back.
+            None => match self.reconnect(1, &mut delay).await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         loop {
             let connected_at = Instant::now();
             let Some(reason) = self.serve(&session, &mut consumer).await else { break };
             // No bind may go to it any more.
             session.lost.store(true, Ordering::Release);
+            if let Some(hub) = self.hub.upgrade() {
+                hub.connected.store(false, Ordering::Release);
+            }
             warn!(generation = session.generation, %reason, "live connection lost; reconnecting");
             close_connection(&session.connection).await;
             // Only a connection that stayed up for a while resets the backoff.

@@ -14,8 +14,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use domain::{AgentEvent, Command, Envelope, EventId, FieldCode, Input, ValidationErrors, parse_agent_event};
+use domain::{
+    AgentEvent, Command, Envelope, EventId, FieldCode, IdSpace, Input, ScopedEventId, ValidationErrors,
+    parse_agent_event,
+};
 use serde_json::Value;
+use store::ConvKey;
 use tracing::Span;
 
 use super::{Accepted, check_event_id_bytes, verdict};
@@ -58,13 +62,17 @@ pub async fn send_message_to_widget(
     let wait = verdict::requested_wait(&headers, app.settings().http.verdict_wait_max_secs);
     // Registered before publishing, so the verdict cannot arrive unseen.
     let waiter = match wait {
-        Some(_) => app.live().ok().map(|hub| hub.expect_verdict(event_id.as_str())),
+        Some(_) => app.live().ok().map(|hub| {
+            let id = ScopedEventId(IdSpace::Agent, event_id.clone());
+            hub.expect_verdict(envelope.bot_id.as_str(), envelope.conversation_id.as_str(), &id)
+        }),
         None => None,
     };
-    app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
+    app.publish_replying(&envelope, waiter.as_ref().and_then(|w| w.queue().map(str::to_owned))).await?;
     match (waiter, wait) {
         (Some(waiter), Some(wait)) => {
-            Ok(verdict::await_verdict(&app, waiter, &envelope.bot_id, &event_id, wait).await)
+            let key = ConvKey::new(envelope.bot_id, envelope.conversation_id);
+            Ok(verdict::await_verdict(&app, waiter, &key, &event_id, wait).await)
         }
         _ => Ok(Json(Accepted::new(event_id)).into_response()),
     }

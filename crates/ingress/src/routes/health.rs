@@ -14,15 +14,25 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: `200` when the publisher has a usable broker connection, so
-/// a `200` from the agent API is possible; `503` otherwise (the load balancer
-/// should send traffic elsewhere).
+/// `GET /readyz`: `200` when publishing and live delivery both work: the
+/// publisher has a usable broker connection (a `200` from the agent API is
+/// possible) and so has the live hub, if this ingress has one (streams open,
+/// `Prefer: wait` gets verdicts); `503` otherwise (the load balancer should
+/// send traffic elsewhere).
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    if app.publisher().is_connected() {
-        Json(json!({"status": "ready"})).into_response()
+    let problem = if !app.publisher().is_connected() {
+        Some("no broker connection for publishing")
+    } else if app.live().is_ok_and(|hub| !hub.is_connected()) {
+        Some("no broker connection for live delivery")
     } else {
-        let body = json!({"error": "not_ready", "message": "no broker connection"});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        None
+    };
+    match problem {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(message) => {
+            let body = json!({"error": "not_ready", "message": message});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 

@@ -72,6 +72,7 @@ pub async fn events(
     let token = query.access_token.as_deref();
     let (bot, conversation) =
         authenticate_widget_stream(app.settings(), app.tokens(), &headers, token, &id, Utc::now())?;
+    app.check_stream_open(bot.as_str(), conversation.as_str())?;
     let after = last_event_id(&headers, query.last_event_id.as_deref())?;
     let store = app.store()?.clone();
     let hub = app.live()?;

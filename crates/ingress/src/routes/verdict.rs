@@ -16,8 +16,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::{BotId, EventId, Phase, Verdict};
+use domain::{EventId, IdSpace, Phase, ScopedEventId, Verdict};
 use serde_json::json;
+use store::ConvKey;
 
 use super::query::verdict_parts;
 use crate::app::AppState;
@@ -40,11 +41,12 @@ pub fn requested_wait(headers: &HeaderMap, max_secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// Waits up to `wait` for `event_id`'s verdict and renders the answer.
+/// Waits up to `wait` for the verdict on `event_id` of the conversation `key`
+/// and renders the answer.
 pub async fn await_verdict(
     app: &AppState,
     waiter: VerdictWaiter,
-    bot: &BotId,
+    key: &ConvKey,
     event_id: &EventId,
     wait: Duration,
 ) -> Response {
@@ -52,7 +54,7 @@ pub async fn await_verdict(
         Some(decided) => Some(decided),
         // Not in time, or the reply was lost (the hub reconnected meanwhile):
         // decided by now means in the event log.
-        None => recorded(app, bot, event_id).await,
+        None => recorded(app, key, &ScopedEventId(IdSpace::Agent, event_id.clone())).await,
     };
     match decided {
         Some((verdict, phase)) => render(event_id, verdict, phase),
@@ -61,10 +63,12 @@ pub async fn await_verdict(
     }
 }
 
-/// `event_id`'s verdict and the phase after it, if the event log has them.
-pub async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option<(Verdict, Phase)> {
+/// The verdict on `event_id` of the conversation `key` and the phase after
+/// it, if the event log has them; the same id in another conversation (of
+/// this bot or another) is never read.
+pub async fn recorded(app: &AppState, key: &ConvKey, event_id: &ScopedEventId) -> Option<(Verdict, Phase)> {
     let store = app.store().ok()?;
-    let record = store.event(bot, event_id).await.ok()??;
+    let record = store.conversation_event(key, event_id).await.ok()??;
     Some((record.verdict, record.phase_after))
 }
 

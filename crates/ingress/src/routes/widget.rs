@@ -12,8 +12,8 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::widget_request::CLIENT_MESSAGE_EVENT_PREFIX;
 use domain::{
-    BotId, Command, ConversationId, Envelope, EscalationId, EventId, FieldCode, Input, MessageId,
-    ValidationErrors, Verdict, parse_escalate_request, parse_visitor_message,
+    BotId, Command, ConversationId, Envelope, EscalationId, EventId, FieldCode, IdSpace, Input, MessageId,
+    ScopedEventId, ValidationErrors, Verdict, parse_escalate_request, parse_visitor_message,
 };
 use serde::Serialize;
 use store::ConvKey;
@@ -79,7 +79,8 @@ pub async fn escalate(
     let span = Span::current();
     let bot = authenticate_bot(app.settings(), &headers)?;
     span.record("bot_id", bot.id.as_str());
-    app.check_rate(&bot.id, Scope::Widget)?;
+    // The bot platform's own budget: visitors cannot spend it (SPEC §3).
+    app.check_rate(&bot.id, Scope::Escalate)?;
 
     let mut errors = ValidationErrors::default();
     let conversation = conversation_from_path(path, &mut errors);
@@ -100,7 +101,10 @@ pub async fn escalate(
     // Registered before publishing, so the verdict cannot slip by unseen.
     let wait = Duration::from_millis(app.settings().http.escalate_wait_ms);
     let waiter = match app.live() {
-        Ok(hub) if !wait.is_zero() => Some(hub.expect_verdict(event_id.as_str())),
+        Ok(hub) if !wait.is_zero() => {
+            let id = ScopedEventId(IdSpace::System, event_id.clone());
+            Some(hub.expect_verdict(bot_id.as_str(), conversation.as_str(), &id))
+        }
         _ => None,
     };
     let envelope = Envelope {
@@ -117,12 +121,15 @@ pub async fn escalate(
             },
         },
     };
-    app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
+    app.publish_replying(&envelope, waiter.as_ref().and_then(|w| w.queue().map(str::to_owned))).await?;
     let decided = match waiter {
         Some(waiter) => match waiter.wait(wait).await {
             Some(decided) => Some(decided),
             // The reply was lost (the hub reconnected): the event log may know.
-            None => verdict::recorded(&app, &bot_id, &event_id).await,
+            None => {
+                let key = ConvKey::new(bot_id.clone(), conversation.clone());
+                verdict::recorded(&app, &key, &ScopedEventId(IdSpace::System, event_id.clone())).await
+            }
         },
         None => None,
     };
@@ -190,13 +197,18 @@ pub async fn end(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Accepted>, ApiError> {
     let (bot_id, conversation) = authenticate_visitor(&app, path, &headers)?;
+    // Read (up to the limit) and ignored, so the connection stays reusable
+    // (see `keep_alive`); a larger one only costs the connection.
+    let _ = axum::body::to_bytes(body, app.settings().http.body_limit_bytes).await;
     let event_id = new_event_id()?;
     publish_visitor(&app, bot_id, conversation, event_id, Input::VisitorEnd).await
 }
 
-/// Widget token for the path's conversation, then the bot's widget rate limit.
+/// Widget token for the path's conversation, then that conversation's visitor
+/// rate limit (never the bot's budget, SPEC §3).
 /// An undecodable path cannot match any token, so it is a `401` too.
 fn authenticate_visitor(
     app: &AppState,
@@ -209,7 +221,7 @@ fn authenticate_visitor(
     let span = Span::current();
     span.record("bot_id", bot_id.as_str());
     span.record("conversation_id", conversation.as_str());
-    app.check_rate(bot_id.as_str(), Scope::Widget)?;
+    app.check_visitor_rate(bot_id.as_str(), conversation.as_str())?;
     Ok((bot_id, conversation))
 }
 
