@@ -78,7 +78,10 @@ async fn a_whole_escalation_from_request_to_visitor_end() {
     assert_eq!(widget.iter().map(|w| w.sequence).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert_eq!(
         widget[1].event,
-        WidgetEvent::EscalationQueueUpdate { queue_position: Some(3), waiting_time: Some(12) }
+        WidgetEvent::EscalationQueueUpdate {
+            queue_position: Some("3".into()),
+            waiting_time: Some("12".into())
+        }
     );
     assert!(matches!(&widget[3].event, WidgetEvent::Message { text, .. } if text == "Hello, I'm John"));
 

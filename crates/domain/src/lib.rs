@@ -8,6 +8,8 @@
 //! - [`agent_event`]: the agent events of `send-message-to-widget` (SPEC §2), their
 //!   canonical serde form, and [`agent_event::parse_agent_event`], which returns
 //!   every problem of a request body at once.
+//! - [`display`]: [`DisplayValue`], a queue position or waiting time shown to
+//!   the visitor as given.
 //! - [`envelope`]: the command the ingress publishes and the worker consumes.
 //! - [`validation`]: field errors (path + code) ready to become a 400 body.
 //! - [`widget`]: events streamed to the visitor's widget (SPEC §3).
@@ -20,6 +22,7 @@
 //!   and the final/retryable classification of attempt outcomes.
 
 pub mod agent_event;
+pub mod display;
 pub mod envelope;
 pub mod ids;
 pub mod live;
@@ -31,6 +34,7 @@ pub mod widget;
 pub mod widget_request;
 
 pub use agent_event::{AgentAction, AgentEvent, parse_agent_event};
+pub use display::DisplayValue;
 pub use envelope::Envelope;
 pub use ids::{BotId, ConversationId, EscalationId, EventId, MessageId};
 pub use machine::{
@@ -38,7 +42,7 @@ pub use machine::{
     Rules, TimerKind, Transition, Verdict, apply, step,
 };
 pub use retry::{AttemptResult, Class, Decision, RetryPolicy};
-pub use validation::{FieldCode, FieldError, ValidationErrors};
+pub use validation::{FieldCode, FieldError, FieldWarning, ValidationErrors};
 pub use widget_request::{
     EscalateRequest, VisitorMessageRequest, parse_escalate_request, parse_visitor_message,
 };

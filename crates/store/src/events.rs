@@ -7,8 +7,9 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
+use tokio_postgres::types::Json;
 
-use domain::{BotId, EventId, Phase, Verdict};
+use domain::{BotId, EventId, FieldWarning, Phase, Verdict};
 
 use crate::codec::{key_arrays, key_from_row, parse_id, parse_wire, verdict_columns, verdict_from_columns};
 use crate::error::{Error, Result};
@@ -35,6 +36,9 @@ pub struct EventRecord {
     pub received_at: DateTime<Utc>,
     /// When the worker applied it.
     pub applied_at: DateTime<Utc>,
+    /// Display-only fields dropped from the event by the ingress (SPEC §2);
+    /// stored as NULL when empty.
+    pub warnings: Vec<FieldWarning>,
 }
 
 const APPLIED: &str = "
@@ -66,13 +70,13 @@ pub async fn applied_event_ids(
 const RECORD: &str = "
     INSERT INTO events
         (bot_id, conversation_id, event_id, event_type, verdict, code, phase_before, phase_after,
-         received_at, applied_at)
+         received_at, applied_at, warnings)
     SELECT u.bot_id, u.conversation_id, u.event_id, u.event_type, u.verdict, u.code, u.phase_before,
-           u.phase_after, u.received_at, u.applied_at
+           u.phase_after, u.received_at, u.applied_at, u.warnings
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::timestamptz[], $10::timestamptz[])
+                $8::text[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[])
         WITH ORDINALITY AS u(bot_id, conversation_id, event_id, event_type, verdict, code, phase_before,
-                             phase_after, received_at, applied_at, ord)
+                             phase_after, received_at, applied_at, warnings, ord)
     ORDER BY u.ord
     ON CONFLICT DO NOTHING";
 
@@ -92,16 +96,30 @@ pub async fn record_events(tx: &impl Executor, rows: &[EventRecord]) -> Result<u
     let after: Vec<&str> = rows.iter().map(|row| row.phase_after.as_str()).collect();
     let received: Vec<DateTime<Utc>> = rows.iter().map(|row| row.received_at).collect();
     let applied: Vec<DateTime<Utc>> = rows.iter().map(|row| row.applied_at).collect();
+    let warnings: Vec<Option<Json<&[FieldWarning]>>> =
+        rows.iter().map(|row| (!row.warnings.is_empty()).then_some(Json(row.warnings.as_slice()))).collect();
     executor::execute(
         tx,
         RECORD,
-        &[&bots, &conversations, &events, &types, &verdicts, &codes, &before, &after, &received, &applied],
+        &[
+            &bots,
+            &conversations,
+            &events,
+            &types,
+            &verdicts,
+            &codes,
+            &before,
+            &after,
+            &received,
+            &applied,
+            &warnings,
+        ],
     )
     .await
 }
 
 const COLUMNS: &str = "bot_id, conversation_id, event_id, event_type, verdict, code, phase_before, \
-                       phase_after, received_at, applied_at";
+                       phase_after, received_at, applied_at, warnings";
 
 fn record_from_row(row: &Row) -> Result<EventRecord> {
     Ok(EventRecord {
@@ -113,6 +131,9 @@ fn record_from_row(row: &Row) -> Result<EventRecord> {
         phase_after: parse_wire(row.try_get("phase_after")?, "phase_after")?,
         received_at: row.try_get("received_at")?,
         applied_at: row.try_get("applied_at")?,
+        warnings: row
+            .try_get::<_, Option<Json<Vec<FieldWarning>>>>("warnings")?
+            .map_or_else(Vec::new, |Json(warnings)| warnings),
     })
 }
 

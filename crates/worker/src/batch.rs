@@ -118,6 +118,7 @@ pub async fn apply_batch(
             phase_after: transition.next.phase(),
             received_at: envelope.received_at,
             applied_at: now,
+            warnings: envelope.command.input.warnings().to_vec(),
         });
         outcome.verdicts.push(transition.verdict);
         *state = transition.next;

@@ -25,7 +25,10 @@ async fn escalation_queue_connect_talk_and_visitor_end() {
             envelope(
                 c,
                 "e2",
-                agent(AgentAction::QueueUpdate { queue_position: Some(3), waiting_time: Some(2) }),
+                agent(AgentAction::QueueUpdate {
+                    queue_position: Some(3u32.into()),
+                    waiting_time: Some("2-5".into()),
+                }),
             ),
             envelope(c, "e3", visitor_message("v1", "hello")),
             envelope(c, "e4", visitor_message("v2", "anyone there?")),

@@ -21,7 +21,7 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
     }
     let mut b = Builder { next: state.clone(), effects: Vec::new(), now: ctx.now };
     let verdict = match &cmd.input {
-        Input::Agent { escalation_id, action } => {
+        Input::Agent { escalation_id, action, .. } => {
             agent(&mut b, ctx, escalation_id.as_ref(), action, &cmd.event_id)?
         }
         Input::Escalate { escalation_id, escalate_to, metadata, transcript } => {
@@ -146,10 +146,11 @@ fn agent(
             }
             let esc = b.live_mut();
             esc.stage = Stage::Queued;
-            esc.queue = Some(QueueInfo { position: *queue_position, waiting_time: *waiting_time });
+            esc.queue =
+                Some(QueueInfo { position: queue_position.clone(), waiting_time: waiting_time.clone() });
             b.widget(WidgetEvent::EscalationQueueUpdate {
-                queue_position: *queue_position,
-                waiting_time: *waiting_time,
+                queue_position: queue_position.clone(),
+                waiting_time: waiting_time.clone(),
             });
             Ok(Verdict::Applied)
         }

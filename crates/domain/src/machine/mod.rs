@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent_event::AgentAction;
+use crate::display::DisplayValue;
 use crate::ids::{EscalationId, EventId, MessageId};
+use crate::validation::FieldWarning;
 use crate::webhook::WebhookEnvelope;
 use crate::widget::WidgetEnvelope;
 
@@ -189,13 +191,13 @@ pub struct Agent {
     pub avatar: Option<String>,
 }
 
-/// Latest queue information.
+/// Latest queue information, as the contact centre gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueInfo {
     /// Position in the queue.
-    pub position: Option<u32>,
+    pub position: Option<DisplayValue>,
     /// Estimated wait in minutes.
-    pub waiting_time: Option<u32>,
+    pub waiting_time: Option<DisplayValue>,
 }
 
 /// A visitor message held until an agent connects.
@@ -291,6 +293,10 @@ pub enum Input {
         escalation_id: Option<EscalationId>,
         /// What happened.
         action: AgentAction,
+        /// Display-only fields the ingress dropped from the event; the machine
+        /// ignores them, the worker records them with the verdict (SPEC §2).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<FieldWarning>,
     },
     /// The bot hands the conversation to a human.
     Escalate {

@@ -6,7 +6,8 @@
 //! syntax and schema plus the `Idempotency-Key` header, all problems at once
 //! (`400`). Then publish, and `200` only after the broker's confirm (`503` if
 //! none). With `Prefer: wait=N` the answer is the worker's verdict (see
-//! [`super::verdict`]).
+//! [`super::verdict`]). Either answer lists the display-only fields dropped
+//! from the event as `warnings` (an `agentAvatar` that is not an https URL).
 
 use axum::Json;
 use axum::body::Body;
@@ -46,13 +47,18 @@ pub async fn send_message_to_widget(
     span.record("event_id", event_id.as_str());
 
     let bot_id = bot_id_of(bot)?;
+    let warnings = event.warnings;
     let envelope = Envelope {
         bot_id,
         conversation_id: event.platform_conversation_id,
         received_at: Utc::now(),
         command: Command {
             event_id: event_id.clone(),
-            input: Input::Agent { escalation_id: event.escalation_id, action: event.action },
+            input: Input::Agent {
+                escalation_id: event.escalation_id,
+                action: event.action,
+                warnings: warnings.clone(),
+            },
         },
     };
     let wait = verdict::requested_wait(&headers, app.settings().http.verdict_wait_max_secs);
@@ -64,9 +70,9 @@ pub async fn send_message_to_widget(
     app.publish_replying(&envelope, waiter.as_ref().map(|w| w.queue().to_owned())).await?;
     match (waiter, wait) {
         (Some(waiter), Some(wait)) => {
-            Ok(verdict::await_verdict(&app, waiter, &envelope.bot_id, &event_id, wait).await)
+            Ok(verdict::await_verdict(&app, waiter, &envelope.bot_id, &event_id, &warnings, wait).await)
         }
-        _ => Ok(Json(Accepted::new(event_id)).into_response()),
+        _ => Ok(Json(Accepted::with_warnings(event_id, warnings)).into_response()),
     }
 }
 

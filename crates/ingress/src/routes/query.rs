@@ -104,6 +104,9 @@ fn event_json(record: &EventRecord) -> Value {
     if let Some(code) = code {
         value["code"] = json!(code);
     }
+    if !record.warnings.is_empty() {
+        value["warnings"] = json!(record.warnings);
+    }
     value
 }
 

@@ -9,15 +9,16 @@
 //! "currentState": phase}`; when no verdict came within `N` seconds (or the
 //! reply was lost because the live hub reconnected), the event log is checked
 //! once, and failing that `202 {"status":"accepted"}`: the event is safe with
-//! the broker and will be decided.
+//! the broker and will be decided. Each answer carries the event's
+//! `warnings`, when it has any.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::{BotId, EventId, Phase, Verdict};
-use serde_json::json;
+use domain::{BotId, EventId, FieldWarning, Phase, Verdict};
+use serde_json::{Value, json};
 
 use super::query::verdict_parts;
 use crate::app::AppState;
@@ -46,6 +47,7 @@ pub async fn await_verdict(
     waiter: VerdictWaiter,
     bot: &BotId,
     event_id: &EventId,
+    warnings: &[FieldWarning],
     wait: Duration,
 ) -> Response {
     let decided = match waiter.wait(wait).await {
@@ -54,11 +56,14 @@ pub async fn await_verdict(
         // decided by now means in the event log.
         None => recorded(app, bot, event_id).await,
     };
-    match decided {
+    let (status, mut body) = match decided {
         Some((verdict, phase)) => render(event_id, verdict, phase),
-        None => (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "eventId": event_id.as_str()})))
-            .into_response(),
+        None => (StatusCode::ACCEPTED, json!({"status": "accepted", "eventId": event_id.as_str()})),
+    };
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
     }
+    (status, Json(body)).into_response()
 }
 
 /// `event_id`'s verdict and the phase after it, if the event log has them.
@@ -68,24 +73,25 @@ pub async fn recorded(app: &AppState, bot: &BotId, event_id: &EventId) -> Option
     Some((record.verdict, record.phase_after))
 }
 
-fn render(event_id: &EventId, verdict: Verdict, phase: Phase) -> Response {
+fn render(event_id: &EventId, verdict: Verdict, phase: Phase) -> (StatusCode, Value) {
     match verdict_parts(verdict) {
         (_, Some(code)) => (
             StatusCode::CONFLICT,
-            Json(json!({
+            json!({
                 "error": code,
                 "message": "the event was refused by the conversation's state",
                 "currentState": phase.as_str(),
                 "eventId": event_id.as_str(),
-            })),
-        )
-            .into_response(),
-        (status, None) => Json(json!({
-            "status": status,
-            "eventId": event_id.as_str(),
-            "currentState": phase.as_str(),
-        }))
-        .into_response(),
+            }),
+        ),
+        (status, None) => (
+            StatusCode::OK,
+            json!({
+                "status": status,
+                "eventId": event_id.as_str(),
+                "currentState": phase.as_str(),
+            }),
+        ),
     }
 }
 
