@@ -1,4 +1,4 @@
-//! SPEC §2's query endpoints end to end: what the worker recorded, read back
+//! docs/protocol.md §2's query endpoints end to end: what the worker recorded, read back
 //! over HTTP, scoped to the bot of the API key; and the lenient display fields
 //! (values shown as given, a bad avatar dropped with a warning).
 

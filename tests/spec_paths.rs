@@ -1,4 +1,4 @@
-//! SPEC §5 end to end: HTTP to the ingress → RabbitMQ → worker → the state,
+//! docs/protocol.md §5 end to end: HTTP to the ingress → RabbitMQ → worker → the state,
 //! the event log and the outbox rows in PostgreSQL.
 
 use domain::Phase;
@@ -248,7 +248,7 @@ async fn the_no_response_timer_fails_an_unanswered_escalation() {
     sys.stop().await;
 }
 
-/// The cells of SPEC §5 not walked above, each on its own conversation.
+/// The cells of docs/protocol.md §5 not walked above, each on its own conversation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_other_cells_of_the_table_end_to_end() {
     let sys = System::start_with(", max_held_messages = 2").await;

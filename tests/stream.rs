@@ -1,4 +1,4 @@
-//! SPEC §3's widget stream end to end: agent events in over HTTP, out of the
+//! docs/protocol.md §3's widget stream end to end: agent events in over HTTP, out of the
 //! worker's live fan-out and the database backlog, onto `text/event-stream`.
 
 use std::time::{Duration, Instant};

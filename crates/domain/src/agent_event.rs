@@ -1,5 +1,5 @@
 //! Agent events: what the contact centre posts to
-//! `POST /agent/converse/send-message-to-widget` (SPEC §2, seed document).
+//! `POST /agent/converse/send-message-to-widget` (docs/protocol.md §2, seed document).
 //!
 //! Two ways in: [`parse_agent_event`] validates an untrusted request body and
 //! reports every problem at once; the serde impls read and write the canonical
@@ -99,7 +99,7 @@ pub const EVENT_TYPES: [&str; 5] =
     ["escalationQueueUpdate", "escalationSuccess", "message", "escalationFailed", "agentDisconnect"];
 
 /// Validates an untrusted request body and returns the typed event or every
-/// problem found, each with its field path and code (SPEC §2). Unknown fields
+/// problem found, each with its field path and code (docs/protocol.md §2). Unknown fields
 /// are ignored so newer clients keep working. A dropped display field is not a
 /// problem: it is listed in the event's `warnings`.
 pub fn parse_agent_event(body: &Value) -> Result<AgentEvent, ValidationErrors> {
@@ -262,7 +262,7 @@ fn optional_text(
 }
 
 /// An https URL with a host, or `None` and a warning: a display-only field
-/// never fails a state-changing event (SPEC §2).
+/// never fails a state-changing event (docs/protocol.md §2).
 fn lenient_https_url(
     obj: &Map<String, Value>,
     field: &str,

@@ -1,5 +1,5 @@
 //! Display values: `queuePosition` and `waitingTime` of
-//! `escalationQueueUpdate` (SPEC §2). The contact centre sends them for the
+//! `escalationQueueUpdate` (docs/protocol.md §2). The contact centre sends them for the
 //! widget to show; we check their shape, never their meaning, and pass them
 //! on exactly as given: an integer stays an integer, a string stays a string.
 

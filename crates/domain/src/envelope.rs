@@ -55,7 +55,7 @@ impl Input {
         }
     }
 
-    /// The display-only fields the ingress dropped from it (SPEC §2); empty
+    /// The display-only fields the ingress dropped from it (docs/protocol.md §2); empty
     /// for everything but agent events.
     pub fn warnings(&self) -> &[FieldWarning] {
         match self {

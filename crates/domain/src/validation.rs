@@ -1,5 +1,5 @@
 //! Field errors: every problem of a request, each with a field path and a code,
-//! collected at once and rendered as the 400 body of SPEC §2:
+//! collected at once and rendered as the 400 body of docs/protocol.md §2:
 //! `{"error":"invalid_body","details":[{"field":"text","code":"required",...}]}`.
 
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ impl FieldError {
 }
 
 /// A display-only field that was dropped instead of failing its event
-/// (SPEC §2: an `agentAvatar` that is not an https URL). The event is applied
+/// (docs/protocol.md §2: an `agentAvatar` that is not an https URL). The event is applied
 /// without it, and its verdict and timeline carry this warning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldWarning {
@@ -125,7 +125,7 @@ impl ValidationErrors {
         &self.0
     }
 
-    /// The `400` body of SPEC §2.
+    /// The `400` body of docs/protocol.md §2.
     pub fn to_body(&self) -> serde_json::Value {
         serde_json::json!({ "error": "invalid_body", "details": self.0 })
     }

@@ -1,4 +1,4 @@
-//! Events streamed to the visitor's widget (SPEC §3). Each carries the
+//! Events streamed to the visitor's widget (docs/protocol.md §3). Each carries the
 //! conversation's widget sequence (the SSE `id:`) and a timestamp, so a widget
 //! reconnecting with `Last-Event-ID` gets exactly what it missed.
 

@@ -1,4 +1,4 @@
-//! SPEC §5, cell by cell: every (state × agent event) of the table, then every
+//! docs/protocol.md §5, cell by cell: every (state × agent event) of the table, then every
 //! bot, visitor and timer transition. Each test is named after what it checks.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Every validation error case of SPEC §2, each asserting its field path and
+//! Every validation error case of docs/protocol.md §2, each asserting its field path and
 //! code, the lenient display fields at their boundaries, plus the seed
 //! document's examples, which must stay accepted.
 

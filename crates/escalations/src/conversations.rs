@@ -1,4 +1,4 @@
-//! `escalations conversations show BOT CONVERSATION` (SPEC §8): one
+//! `escalations conversations show BOT CONVERSATION` (docs/protocol.md §8): one
 //! conversation's timeline — the events the worker decided on (verdicts,
 //! rejection codes, transitions), the widget stream, and the webhook
 //! deliveries with every attempt — merged in time order.
@@ -99,7 +99,7 @@ pub async fn timeline(store: &Store, key: &ConvKey) -> anyhow::Result<Vec<Entry>
         } else {
             format!("  {} → {}", event.phase_before.as_str(), event.phase_after.as_str())
         };
-        // Fields the ingress dropped from the event (SPEC §2), one note each.
+        // Fields the ingress dropped from the event (docs/protocol.md §2), one note each.
         let warnings: String =
             event.warnings.iter().map(|w| format!("  warning: {} {} (dropped)", w.field, w.code)).collect();
         let mut detail = json!({

@@ -1,4 +1,4 @@
-//! Per-bot rate limiting (SPEC §2: `429` with `Retry-After`).
+//! Per-bot rate limiting (docs/protocol.md §2: `429` with `Retry-After`).
 //!
 //! Each bot has two token buckets of its configured size (`rate_limit_burst`)
 //! refilled at `rate_limit_per_sec`: one for the agent API, one for the widget

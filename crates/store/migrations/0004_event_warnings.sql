@@ -1,4 +1,4 @@
--- Version 4: warnings on the event log (SPEC §2). A display-only field the
+-- Version 4: warnings on the event log (docs/protocol.md §2). A display-only field the
 -- ingress dropped instead of failing the event (an `agentAvatar` that is not
 -- an https URL) is recorded with the verdict, as a JSON array of
 -- `{"field","code","message"}`; NULL when there was none. Independent of

@@ -1,6 +1,6 @@
 //! `events`: every command the worker decided on. It is both the durable
-//! dedupe store (an event id recorded here is never applied again, SPEC §5)
-//! and the conversation's transition and rejection log (SPEC §2 queries,
+//! dedupe store (an event id recorded here is never applied again, docs/protocol.md §5)
+//! and the conversation's transition and rejection log (docs/protocol.md §2 queries,
 //! §8 timelines).
 
 use std::collections::HashSet;
@@ -36,7 +36,7 @@ pub struct EventRecord {
     pub received_at: DateTime<Utc>,
     /// When the worker applied it.
     pub applied_at: DateTime<Utc>,
-    /// Display-only fields dropped from the event by the ingress (SPEC §2);
+    /// Display-only fields dropped from the event by the ingress (docs/protocol.md §2);
     /// stored as NULL when empty.
     pub warnings: Vec<FieldWarning>,
 }
@@ -161,7 +161,7 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// One recorded event of a bot, found by its id alone (SPEC §2,
+    /// One recorded event of a bot, found by its id alone (docs/protocol.md §2,
     /// `GET /agent/converse/events/{eventId}`). Event ids are unique per
     /// conversation; should two conversations share one, the first recorded wins.
     pub async fn event(&self, bot_id: &BotId, event_id: &EventId) -> Result<Option<EventRecord>> {

@@ -1,7 +1,7 @@
 //! One batch of one shard's deliveries → one PostgreSQL transaction.
 //!
 //! The deliveries arrive in broker order, which is the order the ingress got
-//! its confirms (SPEC §6). For each envelope, in that order: skip it if its
+//! its confirms (docs/protocol.md §6). For each envelope, in that order: skip it if its
 //! event id is already recorded (a redelivery), else run the pure state
 //! machine on the conversation's state and collect the effects. Then write
 //! states, the event log, the widget stream, the webhook outbox and the

@@ -1,4 +1,4 @@
-//! SPEC §5 paths end to end through the broker and a worker, checked in
+//! docs/protocol.md §5 paths end to end through the broker and a worker, checked in
 //! PostgreSQL: state, event log, widget stream, webhook outbox, timers. And
 //! the two kinds of poison: an undecodable body, and an event the store
 //! refuses inside an otherwise good batch.

@@ -1,4 +1,4 @@
-//! The transitions of SPEC §5. Every arm of the table is one `match` arm in
+//! The transitions of docs/protocol.md §5. Every arm of the table is one `match` arm in
 //! [`agent`]; the bot, visitor and timer inputs follow.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -26,7 +26,7 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
         }
         Input::Escalate { escalation_id, escalate_to, metadata, transcript } => {
             if b.next.live().is_some() {
-                // SPEC §5: escalate again while live is idempotent.
+                // docs/protocol.md §5: escalate again while live is idempotent.
                 Verdict::Duplicate
             } else {
                 b.next.escalation = Some(Escalation {
@@ -98,7 +98,7 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
 
 /// What the worker runs: [`apply`], and for a refusal, the refused event id is
 /// remembered (a repeat is a `duplicate`, never reported twice) and, for agent
-/// events when the bot wants it, an `eventRejected` webhook is queued (SPEC §4).
+/// events when the bot wants it, an `eventRejected` webhook is queued (docs/protocol.md §4).
 pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transition {
     match apply(state, cmd, ctx) {
         Ok(transition) => transition,
@@ -117,7 +117,7 @@ pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transitio
     }
 }
 
-/// SPEC §5's table: state × agent event.
+/// docs/protocol.md §5's table: state × agent event.
 fn agent(
     b: &mut Builder,
     ctx: &Context<'_>,

@@ -1,4 +1,4 @@
-//! `POST /agent/converse/send-message-to-widget` (SPEC §2): the contact centre's
+//! `POST /agent/converse/send-message-to-widget` (docs/protocol.md §2): the contact centre's
 //! events, wire-compatible with the original API.
 //!
 //! Checks, in order, each answered before anything is published: API key and

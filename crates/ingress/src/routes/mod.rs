@@ -1,10 +1,10 @@
 //! The handlers, one module per API.
 //!
-//! - [`agent`]: `POST /agent/converse/send-message-to-widget` (SPEC §2).
-//! - [`query`]: `GET /agent/converse/conversations/{id}` and `/events/{eventId}` (SPEC §2).
-//! - [`stream`]: `GET /widget/v1/conversations/{id}/events`, the SSE stream (SPEC §3).
-//! - [`verdict`]: `Prefer: wait=N`, waiting for the worker's verdict (SPEC §2).
-//! - [`widget`]: `POST /widget/v1/conversations/{id}/escalate|messages|end` (SPEC §3).
+//! - [`agent`]: `POST /agent/converse/send-message-to-widget` (docs/protocol.md §2).
+//! - [`query`]: `GET /agent/converse/conversations/{id}` and `/events/{eventId}` (docs/protocol.md §2).
+//! - [`stream`]: `GET /widget/v1/conversations/{id}/events`, the SSE stream (docs/protocol.md §3).
+//! - [`verdict`]: `Prefer: wait=N`, waiting for the worker's verdict (docs/protocol.md §2).
+//! - [`widget`]: `POST /widget/v1/conversations/{id}/escalate|messages|end` (docs/protocol.md §3).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, and the JSON 404 and 405.
 
 pub mod agent;
@@ -23,7 +23,7 @@ pub const MAX_EVENT_ID_BYTES: usize = 255;
 
 /// `200 {"status":"accepted","eventId":"…"}`: the broker confirmed the event.
 /// `warnings` lists the display-only fields dropped from it, when there are
-/// any (SPEC §2).
+/// any (docs/protocol.md §2).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {

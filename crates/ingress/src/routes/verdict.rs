@@ -1,4 +1,4 @@
-//! `Prefer: wait=N` on `send-message-to-widget` (SPEC §2): answer with the
+//! `Prefer: wait=N` on `send-message-to-widget` (docs/protocol.md §2): answer with the
 //! worker's verdict instead of a bare `accepted`.
 //!
 //! The caller registers a wait for the event's verdict *before* the event is
