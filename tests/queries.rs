@@ -1,10 +1,11 @@
-//! SPEC §2's query endpoints end to end: what the worker recorded, read back
-//! over HTTP, scoped to the bot of the API key.
+//! docs/protocol.md §2's query endpoints end to end: what the worker recorded, read back
+//! over HTTP, scoped to the bot of the API key; and the lenient display fields
+//! (values shown as given, a bad avatar dropped with a warning).
 
 use std::time::Duration;
 
 use e2e::{KEY, OTHER_KEY, System, eventually};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_shows_its_state_and_recent_verdicts() {
@@ -94,5 +95,43 @@ async fn an_event_shows_its_verdict() {
     assert_eq!((status, body["error"].as_str()), (404, Some("unknown_event")), "{body}");
     let (status, _) = sys.get("/agent/converse/events/ev-ok", "Bearer wrong-key-000000000").await;
     assert_eq!(status, 401);
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_fields_are_shown_as_given_and_a_bad_avatar_is_dropped_with_a_warning() {
+    let sys = System::start().await;
+    let conv = "conv-display";
+    sys.escalate(conv).await;
+
+    let bad =
+        json!({"eventType": "escalationQueueUpdate", "platformConversationId": conv, "queuePosition": true});
+    let (status, body) = sys.agent(bad).await;
+    assert_eq!((status, body["details"][0]["field"].as_str()), (400, Some("queuePosition")), "{body}");
+    let queue = json!({"eventType": "escalationQueueUpdate", "platformConversationId": conv,
+                       "queuePosition": "5-10", "waitingTime": 12});
+    assert_eq!(sys.agent(queue).await.0, 200);
+
+    let connect = json!({"eventType": "escalationSuccess", "platformConversationId": conv, "agent": "Ann",
+                         "agentAvatar": "http://cdn.example/ann.png", "eventId": "ev-avatar"});
+    let (status, body) = sys.agent_waiting(connect, 5).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("applied")), "{body}");
+    let warning = &body["warnings"][0];
+    assert_eq!(
+        (warning["field"].as_str(), warning["code"].as_str()),
+        (Some("agentAvatar"), Some("not_https"))
+    );
+
+    let (status, body) = sys.get("/agent/converse/events/ev-avatar", KEY).await;
+    assert_eq!((status, body["warnings"][0]["field"].as_str()), (200, Some("agentAvatar")), "{body}");
+    let (_, body) = sys.get(&format!("/agent/converse/conversations/{conv}"), KEY).await;
+    assert_eq!((&body["queue"]["position"], &body["queue"]["waitingTime"]), (&json!("5-10"), &json!(12)));
+    assert_eq!((&body["agent"]["name"], &body["agent"]["avatar"]), (&json!("Ann"), &Value::Null));
+
+    let widget = sys.store.widget_events(&sys.key(conv), 0).await.expect("widget events");
+    let wire: Vec<Value> = widget.iter().map(|w| serde_json::to_value(w).expect("json")).collect();
+    assert_eq!((&wire[1]["queuePosition"], &wire[1]["waitingTime"]), (&json!("5-10"), &json!(12)));
+    assert_eq!(wire[2]["type"], "escalationSuccess");
+    assert!(wire[2].get("agentAvatar").is_none(), "dropped: {}", wire[2]);
     sys.stop().await;
 }

@@ -1,4 +1,4 @@
-//! SPEC §5 end to end: HTTP to the ingress → RabbitMQ → worker → the state,
+//! docs/protocol.md §5 end to end: HTTP to the ingress → RabbitMQ → worker → the state,
 //! the event log and the outbox rows in PostgreSQL.
 
 use domain::Phase;
@@ -78,7 +78,10 @@ async fn a_whole_escalation_from_request_to_visitor_end() {
     assert_eq!(widget.iter().map(|w| w.sequence).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert_eq!(
         widget[1].event,
-        WidgetEvent::EscalationQueueUpdate { queue_position: Some(3), waiting_time: Some(12) }
+        WidgetEvent::EscalationQueueUpdate {
+            queue_position: Some("3".into()),
+            waiting_time: Some("12".into())
+        }
     );
     assert!(matches!(&widget[3].event, WidgetEvent::Message { text, .. } if text == "Hello, I'm John"));
 
@@ -245,7 +248,7 @@ async fn the_no_response_timer_fails_an_unanswered_escalation() {
     sys.stop().await;
 }
 
-/// The cells of SPEC §5 not walked above, each on its own conversation.
+/// The cells of docs/protocol.md §5 not walked above, each on its own conversation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_other_cells_of_the_table_end_to_end() {
     let sys = System::start_with(", max_held_messages = 2").await;

@@ -133,7 +133,7 @@ fn plain_escalate(conversation: &ConversationId) -> Envelope {
 }
 
 fn agent(conversation: &ConversationId, event_id: EventId, action: AgentAction) -> Envelope {
-    envelope(conversation, event_id, Input::Agent { escalation_id: None, action })
+    envelope(conversation, event_id, Input::Agent { escalation_id: None, action, warnings: Vec::new() })
 }
 
 /// The batches the worker would apply for each accepted body: the body's

@@ -1,4 +1,4 @@
-//! SPEC §3's widget stream end to end: agent events in over HTTP, out of the
+//! docs/protocol.md §3's widget stream end to end: agent events in over HTTP, out of the
 //! worker's live fan-out and the database backlog, onto `text/event-stream`.
 
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ async fn a_whole_escalation_arrives_on_the_stream_in_order() {
     assert_eq!(names(&rest), ["escalationQueueUpdate", "escalationSuccess", "message", "sessionEnded"]);
     assert_eq!(ids(&rest), [2, 3, 4, 5]);
     assert_eq!(rest[0].data["queuePosition"], 4);
-    assert_eq!(rest[0].data["waitingTime"], 7);
+    assert_eq!(rest[0].data["waitingTime"], "7", "display values are shown as given");
     assert_eq!(rest[1].data["agent"], "Jo");
     assert_eq!(rest[2].data["text"], "Hi, Jo here");
     assert!(rest.iter().all(|e| e.data["escalationId"] == escalation_id.as_str()));

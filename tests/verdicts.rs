@@ -1,4 +1,4 @@
-//! `Prefer: wait=N` end to end (SPEC §2): the agent API answers with the
+//! `Prefer: wait=N` end to end (docs/protocol.md §2): the agent API answers with the
 //! worker's verdict, which the worker sends straight to the ingress's live
 //! queue (the command's `reply_to`).
 

@@ -1,4 +1,4 @@
-//! The live fan-out (SPEC §3): after a commit, workers publish each changed
+//! The live fan-out (docs/protocol.md §3): after a commit, workers publish each changed
 //! conversation's new widget events to the topic exchange `{prefix}.live`;
 //! every ingress instance binds its own exclusive queue to the conversations
 //! it has open streams (or waiters) for.

@@ -1,22 +1,26 @@
 //! Agent events: what the contact centre posts to
-//! `POST /agent/converse/send-message-to-widget` (SPEC §2, seed document).
+//! `POST /agent/converse/send-message-to-widget` (docs/protocol.md §2, seed document).
 //!
 //! Two ways in: [`parse_agent_event`] validates an untrusted request body and
 //! reports every problem at once; the serde impls read and write the canonical
-//! form the ingress publishes to the broker (lenient on counts, like the original).
+//! form the ingress publishes to the broker. Display fields are lenient, as in
+//! the original: `queuePosition` and `waitingTime` are [`DisplayValue`]s, and
+//! an `agentAvatar` that is not an https URL is dropped with a
+//! [`FieldWarning`] instead of failing the event.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::display::DisplayValue;
 use crate::ids::{ConversationId, EscalationId, EventId, IdError};
-use crate::validation::{FieldCode, ValidationErrors, check_storable_text};
+use crate::validation::{FieldCode, FieldWarning, ValidationErrors, check_storable_text};
 
 /// Longest `message` text, in characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
 /// Longest agent name, in characters.
 pub const MAX_AGENT_CHARS: usize = 128;
-/// Largest queue position or waiting time we accept (a sanity bound).
-pub const MAX_COUNT: u64 = 1_000_000;
+/// Longest `agentAvatar` URL kept, in characters.
+pub const MAX_AVATAR_CHARS: usize = 2048;
 
 /// One event from the contact centre about one conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +37,10 @@ pub struct AgentEvent {
     /// What happened.
     #[serde(flatten)]
     pub action: AgentAction,
+    /// Display-only fields dropped from the event (not part of the request:
+    /// [`parse_agent_event`] fills it in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<FieldWarning>,
 }
 
 /// The five agent event types of the seed document.
@@ -42,12 +50,12 @@ pub enum AgentAction {
     /// The visitor waits in a queue.
     #[serde(rename = "escalationQueueUpdate", rename_all = "camelCase")]
     QueueUpdate {
-        /// Position in the queue.
-        #[serde(default, deserialize_with = "lenient_count", skip_serializing_if = "Option::is_none")]
-        queue_position: Option<u32>,
-        /// Estimated wait, in minutes.
-        #[serde(default, deserialize_with = "lenient_count", skip_serializing_if = "Option::is_none")]
-        waiting_time: Option<u32>,
+        /// Position in the queue, shown as given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue_position: Option<DisplayValue>,
+        /// Estimated wait, in minutes, shown as given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting_time: Option<DisplayValue>,
     },
     /// An agent picked the conversation up.
     #[serde(rename = "escalationSuccess", rename_all = "camelCase")]
@@ -55,7 +63,7 @@ pub enum AgentAction {
         /// The agent's display name.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<String>,
-        /// An https URL of the agent's avatar.
+        /// An https URL of the agent's avatar; anything else is dropped.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_avatar: Option<String>,
     },
@@ -90,51 +98,13 @@ impl AgentAction {
 pub const EVENT_TYPES: [&str; 5] =
     ["escalationQueueUpdate", "escalationSuccess", "message", "escalationFailed", "agentDisconnect"];
 
-/// Accepts a count as a non-negative JSON integer or a string of digits, as
-/// the original API sends `"queuePosition": "3"`.
-fn lenient_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    let value = Option::<Value>::deserialize(deserializer)?;
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => count_from_value(&v).map(Some).map_err(|(_, m)| serde::de::Error::custom(m)),
-    }
-}
-
-fn count_from_value(value: &Value) -> Result<u32, (FieldCode, String)> {
-    let n = match value {
-        Value::Number(n) => match n.as_u64() {
-            Some(n) => n,
-            None => {
-                return Err((FieldCode::NotANonNegativeInteger, "must be a non-negative integer".into()));
-            }
-        },
-        Value::String(s) => {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err((
-                    FieldCode::InvalidFormat,
-                    "must be a non-negative integer or a string of digits".into(),
-                ));
-            }
-            s.parse::<u64>().unwrap_or(u64::MAX)
-        }
-        _ => {
-            return Err((
-                FieldCode::InvalidType,
-                "must be a non-negative integer or a string of digits".into(),
-            ));
-        }
-    };
-    if n > MAX_COUNT {
-        return Err((FieldCode::OutOfRange, format!("must be at most {MAX_COUNT}")));
-    }
-    Ok(n as u32)
-}
-
 /// Validates an untrusted request body and returns the typed event or every
-/// problem found, each with its field path and code (SPEC §2). Unknown fields
-/// are ignored so newer clients keep working.
+/// problem found, each with its field path and code (docs/protocol.md §2). Unknown fields
+/// are ignored so newer clients keep working. A dropped display field is not a
+/// problem: it is listed in the event's `warnings`.
 pub fn parse_agent_event(body: &Value) -> Result<AgentEvent, ValidationErrors> {
     let mut errors = ValidationErrors::default();
+    let mut warnings = Vec::new();
     let Some(obj) = body.as_object() else {
         errors.push("body", FieldCode::NotAnObject, "the body must be a JSON object");
         return Err(errors);
@@ -164,11 +134,11 @@ pub fn parse_agent_event(body: &Value) -> Result<AgentEvent, ValidationErrors> {
     let event_id = optional_id(obj, "eventId", EventId::parse, &mut errors);
     let escalation_id = optional_id(obj, "escalationId", EscalationId::parse, &mut errors);
 
-    let action = event_type.and_then(|t| parse_action(t, obj, &mut errors));
+    let action = event_type.and_then(|t| parse_action(t, obj, &mut errors, &mut warnings));
 
     match (errors.is_empty(), conversation, action) {
         (true, Some(platform_conversation_id), Some(action)) => {
-            Ok(AgentEvent { platform_conversation_id, event_id, escalation_id, action })
+            Ok(AgentEvent { platform_conversation_id, event_id, escalation_id, action, warnings })
         }
         _ => Err(errors),
     }
@@ -178,16 +148,17 @@ fn parse_action(
     event_type: &str,
     obj: &Map<String, Value>,
     errors: &mut ValidationErrors,
+    warnings: &mut Vec<FieldWarning>,
 ) -> Option<AgentAction> {
     let before = errors.0.len();
     let action = match event_type {
         "escalationQueueUpdate" => AgentAction::QueueUpdate {
-            queue_position: optional_count(obj, "queuePosition", errors),
-            waiting_time: optional_count(obj, "waitingTime", errors),
+            queue_position: optional_display(obj, "queuePosition", errors),
+            waiting_time: optional_display(obj, "waitingTime", errors),
         },
         "escalationSuccess" => AgentAction::Success {
             agent: optional_text(obj, "agent", MAX_AGENT_CHARS, errors),
-            agent_avatar: optional_https_url(obj, "agentAvatar", errors),
+            agent_avatar: lenient_https_url(obj, "agentAvatar", warnings),
         },
         "message" => match present(obj, "text") {
             None => {
@@ -258,10 +229,13 @@ fn optional_id<T>(
     }
 }
 
-fn optional_count(obj: &Map<String, Value>, field: &str, errors: &mut ValidationErrors) -> Option<u32> {
-    let value = present(obj, field)?;
-    match count_from_value(value) {
-        Ok(n) => Some(n),
+fn optional_display(
+    obj: &Map<String, Value>,
+    field: &str,
+    errors: &mut ValidationErrors,
+) -> Option<DisplayValue> {
+    match DisplayValue::from_json(present(obj, field)?) {
+        Ok(value) => Some(value),
         Err((code, message)) => {
             errors.push(field, code, format!("{field} {message}"));
             None
@@ -289,21 +263,29 @@ fn optional_text(
     }
 }
 
-fn optional_https_url(
+/// An https URL with a host, or `None` and a warning: a display-only field
+/// never fails a state-changing event (docs/protocol.md §2).
+fn lenient_https_url(
     obj: &Map<String, Value>,
     field: &str,
-    errors: &mut ValidationErrors,
+    warnings: &mut Vec<FieldWarning>,
 ) -> Option<String> {
-    let s = optional_text(obj, field, 2048, errors)?;
-    match url::Url::parse(&s) {
-        Ok(u) if u.scheme() == "https" && u.host().is_some() => Some(s),
-        Ok(_) => {
-            errors.push(field, FieldCode::NotHttps, format!("{field} must be an https URL"));
-            None
+    let problem = match present(obj, field)? {
+        Value::String(s) if s.chars().count() > MAX_AVATAR_CHARS => {
+            (FieldCode::TooLong, format!("is longer than {MAX_AVATAR_CHARS} characters"))
         }
-        Err(_) => {
-            errors.push(field, FieldCode::InvalidUrl, format!("{field} is not a valid URL"));
-            None
-        }
-    }
+        Value::String(s) => match url::Url::parse(s) {
+            Ok(u) if u.scheme() == "https" && u.host().is_some() => return Some(s.clone()),
+            Ok(_) => (FieldCode::NotHttps, "is not an https URL".to_owned()),
+            Err(_) => (FieldCode::InvalidUrl, "is not a valid URL".to_owned()),
+        },
+        _ => (FieldCode::InvalidType, "is not a string".to_owned()),
+    };
+    let (code, why) = problem;
+    warnings.push(FieldWarning::new(
+        field,
+        code,
+        format!("{field} {why}; it was dropped and the event applied without it"),
+    ));
+    None
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{BotId, ConversationId};
 use crate::machine::{Command, Input};
+use crate::validation::FieldWarning;
 
 /// One accepted command, as carried by the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,15 @@ impl Input {
             Input::EscalateUndeliverable { .. } => "escalateUndeliverable",
         }
     }
+
+    /// The display-only fields the ingress dropped from it (docs/protocol.md §2); empty
+    /// for everything but agent events.
+    pub fn warnings(&self) -> &[FieldWarning] {
+        match self {
+            Input::Agent { warnings, .. } => warnings,
+            _ => &[],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -70,7 +80,11 @@ mod tests {
                 event_id: EventId::parse("e").expect("id"),
                 input: Input::Agent {
                     escalation_id: None,
-                    action: AgentAction::QueueUpdate { queue_position: Some(1), waiting_time: None },
+                    action: AgentAction::QueueUpdate {
+                        queue_position: Some(1u32.into()),
+                        waiting_time: Some("5-10".into()),
+                    },
+                    warnings: Vec::new(),
                 },
             },
         };

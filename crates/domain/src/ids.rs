@@ -18,7 +18,7 @@ pub enum IdError {
 }
 
 impl IdError {
-    /// The field-error code this problem is reported with (SPEC §2).
+    /// The field-error code this problem is reported with (docs/protocol.md §2).
     pub fn code(self) -> FieldCode {
         match self {
             IdError::Empty => FieldCode::TooShort,
@@ -105,7 +105,7 @@ string_id!(
     BotId, 128
 );
 string_id!(
-    /// `platformConversationId`: 1–128 characters (SPEC §2).
+    /// `platformConversationId`: 1–128 characters (docs/protocol.md §2).
     ConversationId, 128
 );
 string_id!(

@@ -5,21 +5,24 @@
 //! worker, CLI) shares one definition of the wire and of the state machine.
 //!
 //! - [`ids`]: validated identifiers (bot, conversation, event, escalation, message).
-//! - [`agent_event`]: the agent events of `send-message-to-widget` (SPEC §2), their
+//! - [`agent_event`]: the agent events of `send-message-to-widget` (docs/protocol.md §2), their
 //!   canonical serde form, and [`agent_event::parse_agent_event`], which returns
 //!   every problem of a request body at once.
+//! - [`display`]: [`DisplayValue`], a queue position or waiting time shown to
+//!   the visitor as given.
 //! - [`envelope`]: the command the ingress publishes and the worker consumes.
 //! - [`validation`]: field errors (path + code) ready to become a 400 body.
-//! - [`widget`]: events streamed to the visitor's widget (SPEC §3).
+//! - [`widget`]: events streamed to the visitor's widget (docs/protocol.md §3).
 //! - [`widget_request`]: the widget API's request bodies (`escalate`, visitor
 //!   messages), validated like agent events.
-//! - [`webhook`]: outbound webhook payloads with the original envelope (SPEC §4).
-//! - [`machine`]: the escalation state machine of SPEC §5 as a pure function.
+//! - [`webhook`]: outbound webhook payloads with the original envelope (docs/protocol.md §4).
+//! - [`machine`]: the escalation state machine of docs/protocol.md §5 as a pure function.
 //! - [`live`]: [`live::LiveUpdate`], a committed batch's news for live subscribers.
 //! - [`retry`]: webhook retry policy: backoff, jitter, `Retry-After`, budgets,
 //!   and the final/retryable classification of attempt outcomes.
 
 pub mod agent_event;
+pub mod display;
 pub mod envelope;
 pub mod ids;
 pub mod live;
@@ -31,6 +34,7 @@ pub mod widget;
 pub mod widget_request;
 
 pub use agent_event::{AgentAction, AgentEvent, parse_agent_event};
+pub use display::DisplayValue;
 pub use envelope::Envelope;
 pub use ids::{BotId, ConversationId, EscalationId, EventId, IdSpace, MessageId, ScopedEventId};
 pub use machine::{
@@ -38,7 +42,7 @@ pub use machine::{
     Rules, TimerKind, Transition, Verdict, apply, step,
 };
 pub use retry::{AttemptResult, Class, Decision, RetryPolicy};
-pub use validation::{FieldCode, FieldError, ValidationErrors};
+pub use validation::{FieldCode, FieldError, FieldWarning, ValidationErrors};
 pub use widget_request::{
     EscalateRequest, VisitorMessageRequest, parse_escalate_request, parse_visitor_message,
 };

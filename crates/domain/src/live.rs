@@ -1,6 +1,6 @@
 //! [`LiveUpdate`], what a worker announces after committing a batch: one
 //! conversation's new widget events and the verdicts of its events, for the
-//! ingress's open streams (SPEC §3) and `Prefer: wait` callers (SPEC §2).
+//! ingress's open streams (docs/protocol.md §3) and `Prefer: wait` callers (docs/protocol.md §2).
 //! The database stays the source of truth; this is only a fast path.
 
 use serde::{Deserialize, Serialize};

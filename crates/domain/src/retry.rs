@@ -1,4 +1,4 @@
-//! Webhook retry policy (SPEC §4): which outcomes are final and which are
+//! Webhook retry policy (docs/protocol.md §4): which outcomes are final and which are
 //! retried, exponential backoff with jitter, `Retry-After` honoured within a
 //! clamp, and a time budget per event type after which a delivery is
 //! dead-lettered. Pure: the caller passes the time and the random sample.
@@ -39,7 +39,7 @@ pub enum Class {
     },
 }
 
-/// Classifies one attempt (SPEC §4): 2xx success; 408, 425, 429, 5xx,
+/// Classifies one attempt (docs/protocol.md §4): 2xx success; 408, 425, 429, 5xx,
 /// timeouts and connection errors retryable; everything else final (redirects
 /// are not followed, so a 3xx is a misconfigured endpoint).
 pub fn classify(result: AttemptResult) -> Class {
@@ -74,7 +74,7 @@ pub enum Decision {
     DeadLetter(GiveUp),
 }
 
-/// Backoff and budgets. Defaults follow SPEC §4.
+/// Backoff and budgets. Defaults follow docs/protocol.md §4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Delay before the second attempt.

@@ -1,13 +1,13 @@
 //! Field errors: every problem of a request, each with a field path and a code,
-//! collected at once and rendered as the 400 body of SPEC §2:
+//! collected at once and rendered as the 400 body of docs/protocol.md §2:
 //! `{"error":"invalid_body","details":[{"field":"text","code":"required",...}]}`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
 /// The machine-readable reason a field is invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldCode {
     /// The body is not a JSON object.
@@ -20,12 +20,12 @@ pub enum FieldCode {
     TooShort,
     /// Longer than allowed.
     TooLong,
-    /// The right type but a malformed value (control characters, a string
-    /// count that is not a number).
+    /// The right type but a malformed value (control characters).
     InvalidFormat,
-    /// A count below zero or not an integer.
+    /// A number where only non-negative integers are accepted: below zero or
+    /// fractional.
     NotANonNegativeInteger,
-    /// A count too large to be meaningful.
+    /// A number too large to be represented.
     OutOfRange,
     /// `eventType` is not one of the agent events.
     UnknownEventType,
@@ -86,6 +86,26 @@ impl FieldError {
     }
 }
 
+/// A display-only field that was dropped instead of failing its event
+/// (docs/protocol.md §2: an `agentAvatar` that is not an https URL). The event is applied
+/// without it, and its verdict and timeline carry this warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldWarning {
+    /// JSON path of the dropped field, for example `agentAvatar`.
+    pub field: String,
+    /// Why it was dropped: the code it would have been refused with.
+    pub code: FieldCode,
+    /// A sentence for the human reading the verdict.
+    pub message: String,
+}
+
+impl FieldWarning {
+    /// A warning with its message.
+    pub fn new(field: &str, code: FieldCode, message: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), code, message: message.into() }
+    }
+}
+
 /// Every problem found in one request, in the order the fields were checked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ValidationErrors(pub Vec<FieldError>);
@@ -106,7 +126,7 @@ impl ValidationErrors {
         &self.0
     }
 
-    /// The `400` body of SPEC §2.
+    /// The `400` body of docs/protocol.md §2.
     pub fn to_body(&self) -> serde_json::Value {
         serde_json::json!({ "error": "invalid_body", "details": self.0 })
     }

@@ -1,4 +1,4 @@
-//! Outbound webhooks to the contact centre (SPEC §4), in the original envelope
+//! Outbound webhooks to the contact centre (docs/protocol.md §4), in the original envelope
 //! `{"botId","channel":"chat","data":{"eventType","platformConversationId",…}}`
 //! extended with `escalationId`, `sequence`, `timestamp` and per-type fields.
 

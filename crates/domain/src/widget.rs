@@ -1,10 +1,11 @@
-//! Events streamed to the visitor's widget (SPEC §3). Each carries the
+//! Events streamed to the visitor's widget (docs/protocol.md §3). Each carries the
 //! conversation's widget sequence (the SSE `id:`) and a timestamp, so a widget
 //! reconnecting with `Last-Event-ID` gets exactly what it missed.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::display::DisplayValue;
 use crate::ids::{EscalationId, MessageId};
 use crate::machine::{EndReason, RejectCode};
 
@@ -14,14 +15,15 @@ use crate::machine::{EndReason, RejectCode};
 pub enum WidgetEvent {
     /// The bot handed the conversation to a human; waiting for the contact centre.
     EscalationRequested,
-    /// Queue position and/or estimated wait (minutes).
+    /// Queue position and/or estimated wait (minutes), as the contact centre
+    /// gave them: an integer stays an integer, a string stays a string.
     EscalationQueueUpdate {
         /// Position in the queue.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        queue_position: Option<u32>,
+        queue_position: Option<DisplayValue>,
         /// Estimated wait in minutes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        waiting_time: Option<u32>,
+        waiting_time: Option<DisplayValue>,
     },
     /// An agent is connected; messages flow both ways from now on.
     EscalationSuccess {

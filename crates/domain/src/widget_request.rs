@@ -1,4 +1,4 @@
-//! Request bodies of the widget API (SPEC §3): what the bot platform posts to
+//! Request bodies of the widget API (docs/protocol.md §3): what the bot platform posts to
 //! `escalate` and what the visitor's widget posts to `messages`. Like
 //! [`parse_agent_event`](crate::parse_agent_event), each parser reports every
 //! problem of a body at once, with its field path and code.
@@ -14,7 +14,7 @@ pub const MAX_ESCALATE_TO_CHARS: usize = 256;
 
 /// Prefix of the event id of a visitor message that carries a `clientMessageId`:
 /// a widget retrying the same message sends the same event id, which the worker
-/// applies once (SPEC §5, duplicates).
+/// applies once (docs/protocol.md §5, duplicates).
 pub const CLIENT_MESSAGE_EVENT_PREFIX: &str = "vm:";
 
 /// Longest `clientMessageId`, in characters: the prefixed event id must still be

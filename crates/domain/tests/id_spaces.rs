@@ -36,7 +36,11 @@ fn a_client_id_equal_to_a_timer_id_does_not_swallow_the_timer() {
         event_id: timer_id.clone(),
         input: Input::Agent {
             escalation_id: None,
-            action: AgentAction::QueueUpdate { queue_position: Some(1), waiting_time: None },
+            action: AgentAction::QueueUpdate {
+                queue_position: Some(domain::DisplayValue::Integer(1)),
+                waiting_time: None,
+            },
+            warnings: Vec::new(),
         },
     };
     let after_agent = step(&state, &agent, &ctx);

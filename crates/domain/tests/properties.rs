@@ -34,8 +34,9 @@ enum Op {
 
 fn action() -> impl Strategy<Value = AgentAction> {
     prop_oneof![
-        (proptest::option::of(0u32..50), proptest::option::of(0u32..90))
-            .prop_map(|(p, w)| AgentAction::QueueUpdate { queue_position: p, waiting_time: w }),
+        (proptest::option::of(0u32..50), proptest::option::of(0u32..90)).prop_map(|(p, w)| {
+            AgentAction::QueueUpdate { queue_position: p.map(Into::into), waiting_time: w.map(Into::into) }
+        }),
         prop_oneof![Just("Ann"), Just("Bob")]
             .prop_map(|a| AgentAction::Success { agent: Some(a.into()), agent_avatar: None }),
         "[a-z]{1,8}".prop_map(|text| AgentAction::Message { text }),
@@ -110,7 +111,7 @@ impl Runner {
                     Named::Current => Some(self.current()),
                     Named::Older => Some(self.older()),
                 };
-                Input::Agent { escalation_id, action: action.clone() }
+                Input::Agent { escalation_id, action: action.clone(), warnings: Vec::new() }
             }
             Op::Escalate => {
                 self.escalations += 1;

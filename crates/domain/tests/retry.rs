@@ -1,4 +1,4 @@
-//! Retry policy (SPEC §4): delays grow, stay within jitter bounds, respect the
+//! Retry policy (docs/protocol.md §4): delays grow, stay within jitter bounds, respect the
 //! `Retry-After` clamp and the per-event-type budgets; outcomes are classified
 //! final or retryable.
 

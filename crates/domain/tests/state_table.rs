@@ -1,4 +1,4 @@
-//! SPEC §5, cell by cell: every (state × agent event) of the table, then every
+//! docs/protocol.md §5, cell by cell: every (state × agent event) of the table, then every
 //! bot, visitor and timer transition. Each test is named after what it checks.
 
 mod support;
@@ -75,7 +75,10 @@ fn requested_x_queue_update_goes_queued() {
     assert_eq!(sim.state.phase(), Phase::Queued);
     assert_eq!(
         widget_events(&t),
-        vec![&WidgetEvent::EscalationQueueUpdate { queue_position: Some(3), waiting_time: Some(12) }]
+        vec![&WidgetEvent::EscalationQueueUpdate {
+            queue_position: Some(3u32.into()),
+            waiting_time: Some(12u32.into())
+        }]
     );
     assert_eq!(timers_cancelled(&t), vec![TimerKind::NoResponse], "the contact centre answered");
     assert_eq!(timers_set(&t), vec![TimerKind::Queue]);
@@ -88,7 +91,7 @@ fn queued_x_queue_update_stays_queued_with_new_values() {
     let t = sim.agent(queue(Some(2), None));
     assert_eq!(sim.state.phase(), Phase::Queued);
     let info = sim.state.live().and_then(|e| e.queue.clone()).expect("queue info");
-    assert_eq!((info.position, info.waiting_time), (Some(2), None));
+    assert_eq!((info.position, info.waiting_time), (Some(2u32.into()), None));
     assert_eq!(widget_names(&t), vec!["escalationQueueUpdate"]);
     assert!(timers_set(&t).is_empty(), "the queue timer measures the whole wait");
     assert_eq!(sim.deadline(TimerKind::Queue), queue_deadline);
@@ -457,8 +460,12 @@ fn stale_escalation_id_rejected_and_changes_nothing() {
 fn duplicate_event_id_applied_once() {
     let mut sim = Sim::in_phase(Phase::Connected);
     let id = sim.next_id();
-    let first = sim.run_with_id(id.clone(), Input::Agent { escalation_id: None, action: message("once") });
-    let again = sim.run_with_id(id, Input::Agent { escalation_id: None, action: message("once") });
+    let first = sim.run_with_id(
+        id.clone(),
+        Input::Agent { escalation_id: None, action: message("once"), warnings: Vec::new() },
+    );
+    let again = sim
+        .run_with_id(id, Input::Agent { escalation_id: None, action: message("once"), warnings: Vec::new() });
     assert_eq!(widget_names(&first), vec!["message"]);
     assert_eq!(again.verdict, Verdict::Duplicate);
     assert!(again.effects.is_empty(), "never delivered twice");
@@ -467,7 +474,7 @@ fn duplicate_event_id_applied_once() {
 fn rejection_reported_once_and_repeat_is_duplicate() {
     let mut sim = Sim::in_phase(Phase::Requested);
     let id = sim.next_id();
-    let input = Input::Agent { escalation_id: None, action: message("too early") };
+    let input = Input::Agent { escalation_id: None, action: message("too early"), warnings: Vec::new() };
     let first = sim.run_with_id(id.clone(), input.clone());
     assert_eq!(webhook_types(&first), vec!["eventRejected"]);
     let again = sim.run_with_id(id, input);

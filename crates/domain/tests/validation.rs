@@ -1,8 +1,9 @@
-//! Every validation error case of SPEC §2, each asserting its field path and
-//! code, plus the seed document's examples, which must stay accepted.
+//! Every validation error case of docs/protocol.md §2, each asserting its field path and
+//! code, the lenient display fields at their boundaries, plus the seed
+//! document's examples, which must stay accepted.
 
 use domain::agent_event::AgentAction;
-use domain::{FieldCode, parse_agent_event};
+use domain::{DisplayValue, FieldCode, FieldWarning, parse_agent_event};
 use serde_json::{Value, json};
 
 /// The single problem of `body`, as (field, code).
@@ -48,23 +49,23 @@ invalid! {
     conversation_129_chars_is_too_long: json!({"eventType": "escalationFailed", "platformConversationId": "c".repeat(129)}) => "platformConversationId", TooLong;
     conversation_number_is_invalid_type: json!({"eventType": "escalationFailed", "platformConversationId": 123456789}) => "platformConversationId", InvalidType;
     conversation_control_char_is_invalid_format: json!({"eventType": "escalationFailed", "platformConversationId": "a\u{0}b"}) => "platformConversationId", InvalidFormat;
-    queue_position_letters_is_invalid_format: qu("queuePosition", json!("three")) => "queuePosition", InvalidFormat;
-    queue_position_empty_string_is_invalid_format: qu("queuePosition", json!("")) => "queuePosition", InvalidFormat;
-    queue_position_negative_string_is_invalid_format: qu("queuePosition", json!("-1")) => "queuePosition", InvalidFormat;
+    queue_position_empty_string_is_too_short: qu("queuePosition", json!("")) => "queuePosition", TooShort;
+    queue_position_33_chars_is_too_long: qu("queuePosition", json!("9".repeat(33))) => "queuePosition", TooLong;
     queue_position_negative_is_not_a_non_negative_integer: qu("queuePosition", json!(-1)) => "queuePosition", NotANonNegativeInteger;
     queue_position_fraction_is_not_a_non_negative_integer: qu("queuePosition", json!(1.5)) => "queuePosition", NotANonNegativeInteger;
+    queue_position_float_is_not_a_non_negative_integer: qu("queuePosition", json!(3.0)) => "queuePosition", NotANonNegativeInteger;
     queue_position_bool_is_invalid_type: qu("queuePosition", json!(true)) => "queuePosition", InvalidType;
     queue_position_object_is_invalid_type: qu("queuePosition", json!({"n": 1})) => "queuePosition", InvalidType;
-    queue_position_huge_is_out_of_range: qu("queuePosition", json!(2_000_000)) => "queuePosition", OutOfRange;
-    waiting_time_letters_is_invalid_format: qu("waitingTime", json!("12 min")) => "waitingTime", InvalidFormat;
+    queue_position_array_is_invalid_type: qu("queuePosition", json!([3])) => "queuePosition", InvalidType;
+    queue_position_beyond_u64_is_out_of_range: qu("queuePosition", serde_json::from_str::<Value>("18446744073709551616").expect("json")) => "queuePosition", OutOfRange;
+    waiting_time_empty_string_is_too_short: qu("waitingTime", json!("")) => "waitingTime", TooShort;
+    waiting_time_33_multibyte_chars_is_too_long: qu("waitingTime", json!("é".repeat(33))) => "waitingTime", TooLong;
     waiting_time_negative_is_not_a_non_negative_integer: qu("waitingTime", json!(-5)) => "waitingTime", NotANonNegativeInteger;
+    waiting_time_float_is_not_a_non_negative_integer: qu("waitingTime", json!(12.5)) => "waitingTime", NotANonNegativeInteger;
+    waiting_time_bool_is_invalid_type: qu("waitingTime", json!(false)) => "waitingTime", InvalidType;
     waiting_time_array_is_invalid_type: qu("waitingTime", json!([12])) => "waitingTime", InvalidType;
-    waiting_time_huge_string_is_out_of_range: qu("waitingTime", json!("99999999999999999999999")) => "waitingTime", OutOfRange;
     agent_129_chars_is_too_long: with("escalationSuccess", "agent", json!("a".repeat(129))) => "agent", TooLong;
     agent_number_is_invalid_type: with("escalationSuccess", "agent", json!(7)) => "agent", InvalidType;
-    agent_avatar_http_is_not_https: with("escalationSuccess", "agentAvatar", json!("http://cdn.example/a.png")) => "agentAvatar", NotHttps;
-    agent_avatar_garbage_is_invalid_url: with("escalationSuccess", "agentAvatar", json!("not a url")) => "agentAvatar", InvalidUrl;
-    agent_avatar_number_is_invalid_type: with("escalationSuccess", "agentAvatar", json!(1)) => "agentAvatar", InvalidType;
     text_missing_is_required: json!({"eventType": "message", "platformConversationId": "c1"}) => "text", Required;
     text_null_is_required: with("message", "text", Value::Null) => "text", Required;
     text_empty_is_too_short: with("message", "text", json!("")) => "text", TooShort;
@@ -118,12 +119,95 @@ fn seed_document_examples_are_accepted() {
     }
 }
 
+/// The queue update's (queuePosition, waitingTime) as parsed from `field: value`.
+fn display_of(field: &str, value: Value) -> Option<DisplayValue> {
+    let event =
+        parse_agent_event(&qu(field, value.clone())).unwrap_or_else(|e| panic!("{value} rejected: {e}"));
+    assert!(event.warnings.is_empty());
+    match event.action {
+        AgentAction::QueueUpdate { queue_position, waiting_time } => {
+            if field == "queuePosition" {
+                queue_position
+            } else {
+                waiting_time
+            }
+        }
+        other => panic!("not a queue update: {other:?}"),
+    }
+}
+
 #[test]
-fn counts_accept_strings_and_integers_alike() {
-    let as_strings = parse_agent_event(&qu("queuePosition", json!("3"))).expect("valid");
+fn display_values_are_kept_as_given() {
+    for field in ["queuePosition", "waitingTime"] {
+        assert_eq!(display_of(field, json!(3)), Some(DisplayValue::Integer(3)));
+        assert_eq!(display_of(field, json!(0)), Some(DisplayValue::Integer(0)));
+        assert_eq!(display_of(field, json!(2_000_000)), Some(DisplayValue::Integer(2_000_000)));
+        assert_eq!(display_of(field, json!(u64::MAX)), Some(DisplayValue::Integer(u64::MAX)));
+        for text in ["3", "5-10", "12.5", "3rd", "-1", " ", "12 min", &"9".repeat(32), &"é".repeat(32)] {
+            assert_eq!(display_of(field, json!(text)), Some(DisplayValue::Text(text.to_owned())), "{text:?}");
+        }
+        assert_eq!(display_of(field, Value::Null), None, "null means not given");
+    }
+    // A string stays a string: "3" is not turned into 3.
+    let as_string = parse_agent_event(&qu("queuePosition", json!("3"))).expect("valid");
     let as_number = parse_agent_event(&qu("queuePosition", json!(3))).expect("valid");
-    assert_eq!(as_strings, as_number);
-    assert_eq!(as_number.action, AgentAction::QueueUpdate { queue_position: Some(3), waiting_time: None });
+    assert_ne!(as_string, as_number);
+}
+
+#[test]
+fn both_display_fields_are_reported_at_once() {
+    let mut body = qu("queuePosition", json!(""));
+    body["waitingTime"] = json!(true);
+    let errors = parse_agent_event(&body).expect_err("invalid");
+    let got: Vec<(&str, FieldCode)> = errors.details().iter().map(|e| (e.field.as_str(), e.code)).collect();
+    assert_eq!(got, [("queuePosition", FieldCode::TooShort), ("waitingTime", FieldCode::InvalidType)]);
+    assert!(errors.details()[0].message.starts_with("queuePosition "), "the message names the field");
+}
+
+/// The avatar kept and the warnings of an `escalationSuccess` with `agentAvatar: value`.
+fn avatar_of(value: Value) -> (Option<String>, Vec<FieldWarning>) {
+    let event = parse_agent_event(&with("escalationSuccess", "agentAvatar", value.clone()))
+        .unwrap_or_else(|e| panic!("{value} must not fail the event: {e}"));
+    match event.action {
+        AgentAction::Success { agent_avatar, .. } => (agent_avatar, event.warnings),
+        other => panic!("not a success: {other:?}"),
+    }
+}
+
+#[test]
+fn an_https_avatar_is_kept_without_warning() {
+    let url = "https://cdn.example/ann.png";
+    assert_eq!(avatar_of(json!(url)), (Some(url.to_owned()), Vec::new()));
+}
+
+#[test]
+fn an_avatar_that_is_not_https_is_dropped_with_a_warning() {
+    let cases = [
+        (json!("http://cdn.example/a.png"), FieldCode::NotHttps),
+        (json!("data:image/png;base64,AAAA"), FieldCode::NotHttps),
+        (json!("https://"), FieldCode::InvalidUrl),
+        (json!("/avatars/a.png"), FieldCode::InvalidUrl),
+        (json!("not a url"), FieldCode::InvalidUrl),
+        (json!(""), FieldCode::InvalidUrl),
+        (json!(1), FieldCode::InvalidType),
+        (json!({"url": "https://cdn.example/a.png"}), FieldCode::InvalidType),
+        (json!(format!("https://cdn.example/{}", "a".repeat(2048))), FieldCode::TooLong),
+    ];
+    for (value, code) in cases {
+        let (kept, warnings) = avatar_of(value.clone());
+        assert_eq!(kept, None, "{value}");
+        assert_eq!(warnings.len(), 1, "{value}");
+        assert_eq!((warnings[0].field.as_str(), warnings[0].code), ("agentAvatar", code), "{value}");
+        assert!(warnings[0].message.contains("dropped"), "{}", warnings[0].message);
+    }
+    // The rest of the event is untouched, and a bad agent name still fails it.
+    let body = json!({"eventType": "escalationSuccess", "platformConversationId": "c1",
+                      "agent": "Ann", "agentAvatar": "http://x.example/a.png"});
+    let event = parse_agent_event(&body).expect("applied without the avatar");
+    assert_eq!(event.action, AgentAction::Success { agent: Some("Ann".into()), agent_avatar: None });
+    let mut body = body;
+    body["agent"] = json!(7);
+    assert_eq!(only_error(body), ("agent".to_owned(), FieldCode::InvalidType));
 }
 
 #[test]
@@ -140,22 +224,43 @@ fn unknown_fields_and_optional_ids_are_kept_compatible() {
 #[test]
 fn canonical_form_round_trips_through_serde() {
     let event = parse_agent_event(&json!({
-        "eventType": "escalationQueueUpdate", "platformConversationId": "c1", "queuePosition": "4", "eventId": "e"
+        "eventType": "escalationQueueUpdate", "platformConversationId": "c1", "queuePosition": "4",
+        "waitingTime": 12, "eventId": "e"
     }))
     .expect("valid");
     let wire = serde_json::to_value(&event).expect("serializes");
     assert_eq!(
         wire,
-        json!({"eventType": "escalationQueueUpdate", "platformConversationId": "c1", "queuePosition": 4, "eventId": "e"})
+        json!({"eventType": "escalationQueueUpdate", "platformConversationId": "c1", "queuePosition": "4",
+               "waitingTime": 12, "eventId": "e"})
     );
     let back: domain::AgentEvent = serde_json::from_value(wire).expect("deserializes");
     assert_eq!(back, event);
-    // The serde path is lenient on counts too, like the original API.
-    let lenient: domain::AgentEvent = serde_json::from_value(json!({
-        "eventType": "escalationQueueUpdate", "platformConversationId": "c1", "waitingTime": "12"
+    // Integer counts written before display values existed still read back.
+    let old: domain::AgentEvent = serde_json::from_value(json!({
+        "eventType": "escalationQueueUpdate", "platformConversationId": "c1", "waitingTime": 12
     }))
-    .expect("string counts accepted");
-    assert_eq!(lenient.action, AgentAction::QueueUpdate { queue_position: None, waiting_time: Some(12) });
+    .expect("integer counts accepted");
+    assert_eq!(
+        old.action,
+        AgentAction::QueueUpdate { queue_position: None, waiting_time: Some(12u32.into()) }
+    );
+    // The serde path holds display values to the request rules.
+    let bad = serde_json::from_value::<domain::AgentEvent>(json!({
+        "eventType": "escalationQueueUpdate", "platformConversationId": "c1", "waitingTime": ""
+    }));
+    assert!(bad.is_err());
+}
+
+#[test]
+fn warnings_travel_with_the_canonical_form() {
+    let event = parse_agent_event(&with("escalationSuccess", "agentAvatar", json!("http://x.example/a.png")))
+        .expect("valid");
+    let wire = serde_json::to_value(&event).expect("serializes");
+    assert_eq!(wire["warnings"][0]["field"], "agentAvatar");
+    assert_eq!(wire["warnings"][0]["code"], "not_https");
+    let back: domain::AgentEvent = serde_json::from_value(wire).expect("deserializes");
+    assert_eq!(back, event);
 }
 
 // PostgreSQL cannot store U+0000 (issue 11): refused at the edge, not dead-lettered later.

@@ -1,4 +1,4 @@
-//! `escalations conversations show BOT CONVERSATION` (SPEC §8): one
+//! `escalations conversations show BOT CONVERSATION` (docs/protocol.md §8): one
 //! conversation's timeline — the events the worker decided on (verdicts,
 //! rejection codes, transitions), the widget stream, and the webhook
 //! deliveries with every attempt — merged in time order.
@@ -100,18 +100,25 @@ pub async fn timeline(store: &Store, key: &ConvKey) -> anyhow::Result<Vec<Entry>
         } else {
             format!("  {} → {}", event.phase_before.as_str(), event.phase_after.as_str())
         };
+        // Fields the ingress dropped from the event (docs/protocol.md §2), one note each.
+        let warnings: String =
+            event.warnings.iter().map(|w| format!("  warning: {} {} (dropped)", w.field, w.code)).collect();
+        let mut detail = json!({
+            "eventId": event.event_id.as_str(),
+            "eventType": event.event_type,
+            "verdict": verdict,
+            "phaseBefore": event.phase_before.as_str(),
+            "phaseAfter": event.phase_after.as_str(),
+            "receivedAt": format_time_ms(event.received_at),
+        });
+        if !event.warnings.is_empty() {
+            detail["warnings"] = json!(event.warnings);
+        }
         entries.push(Entry {
             at: event.applied_at,
             kind: "event",
-            text: format!("{} {} {verdict}{transition}", event.event_type, event.event_id),
-            detail: json!({
-                "eventId": event.event_id.as_str(),
-                "eventType": event.event_type,
-                "verdict": verdict,
-                "phaseBefore": event.phase_before.as_str(),
-                "phaseAfter": event.phase_after.as_str(),
-                "receivedAt": format_time_ms(event.received_at),
-            }),
+            text: format!("{} {} {verdict}{transition}{warnings}", event.event_type, event.event_id),
+            detail,
         });
     }
     for widget in store.widget_events(key, 0).await.context("reading widget events")? {

@@ -1,4 +1,4 @@
-//! `escalations dlq`: webhook dead letters (SPEC §8). The queries live in the
+//! `escalations dlq`: webhook dead letters (docs/protocol.md §8). The queries live in the
 //! store (`store::dead_letters`); this module parses the filters, renders
 //! tables and JSON, and guards the bulk and destructive actions (dry run by
 //! default, `--yes` to act).

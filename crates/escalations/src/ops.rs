@@ -1,4 +1,4 @@
-//! Operator commands on the database: `migrate` and `shards` (SPEC §8).
+//! Operator commands on the database: `migrate` and `shards` (docs/protocol.md §8).
 
 use std::time::Duration;
 

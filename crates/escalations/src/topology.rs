@@ -1,4 +1,4 @@
-//! `escalations topology`: declare or delete the RabbitMQ side (SPEC §8).
+//! `escalations topology`: declare or delete the RabbitMQ side (docs/protocol.md §8).
 
 use anyhow::{Context, bail};
 use broker::Topology;

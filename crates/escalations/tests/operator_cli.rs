@@ -8,7 +8,10 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use domain::webhook::{WebhookEnvelope, WebhookEvent};
 use domain::widget::{WidgetEnvelope, WidgetEvent};
-use domain::{BotId, ConversationId, EscalationId, EventId, MessageId, Phase, RejectCode, Verdict};
+use domain::{
+    BotId, ConversationId, EscalationId, EventId, FieldCode, FieldWarning, MessageId, Phase, RejectCode,
+    Verdict,
+};
 use store::{ConvKey, DeadReason, EventRecord, NewAttempt, Settle, Store};
 
 fn database_url() -> String {
@@ -96,6 +99,7 @@ async fn seed(store: &Store) -> Vec<((String, u64), i64)> {
         phase_after: after,
         received_at: earlier,
         applied_at: earlier,
+        warnings: Vec::new(),
     };
     store::record_events(
         &tx,
@@ -108,6 +112,10 @@ async fn seed(store: &Store) -> Vec<((String, u64), i64)> {
                 Phase::Requested,
                 Phase::Requested,
             ),
+            EventRecord {
+                warnings: vec![FieldWarning::new("agentAvatar", FieldCode::NotHttps, "dropped")],
+                ..event("e-3", "escalationSuccess", Verdict::Applied, Phase::Requested, Phase::Connected)
+            },
         ],
     )
     .await
@@ -285,6 +293,7 @@ async fn commands(store: Store, schema: String) {
     for expected in [
         "event    escalate e-1 applied  idle → requested",
         "event    message e-2 rejected not_connected",
+        "event    escalationSuccess e-3 applied  requested → connected  warning: agentAvatar not_https (dropped)",
         "widget   #1 escalationRequested",
         "widget   #2 visitorRejected held_messages_full (message c-21)",
         "webhook  #2 widgetMessage delivered",
@@ -297,5 +306,7 @@ async fn commands(store: Store, schema: String) {
         serde_json::from_str(&ok(&cli(s, &["conversations", "show", "acme", "conv-1", "--json"])))
             .expect("json");
     assert!(json["timeline"].as_array().is_some_and(|t| t.len() > 6));
+    let warned = json["timeline"].as_array().and_then(|t| t.iter().find(|e| e["eventId"] == "e-3").cloned());
+    assert_eq!(warned.expect("e-3 in the timeline")["warnings"][0]["code"], "not_https");
     fails(&cli(s, &["conversations", "show", "acme", "nope"]), "conversation acme/nope not found");
 }

@@ -2,7 +2,7 @@
 //!
 //! Tests and benchmarks build the router in-process from any [`Settings`] and
 //! [`Publisher`]: `router(AppState::new(settings, publisher))`. The query
-//! endpoints (SPEC §2) also need a [`Store`]: `AppState::with_store`. Only
+//! endpoints (docs/protocol.md §2) also need a [`Store`]: `AppState::with_store`. Only
 //! those read-side handlers use it; the write path never touches the database.
 
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl AppState {
     }
 
     /// Publishes `envelope` to its conversation's shard queue and returns once
-    /// the broker confirmed it (SPEC §2: no `200` for an event that could still
+    /// the broker confirmed it (docs/protocol.md §2: no `200` for an event that could still
     /// be lost). Events of one conversation go to one queue over one channel,
     /// so they are stored in the order their publishes were confirmed.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), ApiError> {

@@ -10,7 +10,7 @@ use settings::{BotConfig, Settings};
 use crate::error::ApiError;
 use crate::token::WidgetTokens;
 
-/// The optional header naming the bot (SPEC §2).
+/// The optional header naming the bot (docs/protocol.md §2).
 pub const BOT_ID_HEADER: &str = "botid";
 
 /// The typed id of a configured bot. Settings validation already checked it,

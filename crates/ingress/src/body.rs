@@ -1,5 +1,5 @@
 //! Reading a JSON request body: media type (`415`), size (`413`), syntax
-//! (`400 invalid_json`), each with the JSON error body of SPEC §2. Handlers
+//! (`400 invalid_json`), each with the JSON error body of docs/protocol.md §2. Handlers
 //! read the body themselves, after authentication and rate limiting, so an
 //! unauthenticated caller never gets to make us buffer anything.
 

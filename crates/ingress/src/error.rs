@@ -2,7 +2,7 @@
 //! starting or running the server can fail with.
 //!
 //! Every error status has a JSON body `{"error": code, "message": ...}` (a 400
-//! also has `details`, SPEC §2). 4xx bodies say exactly what to fix; 5xx bodies
+//! also has `details`, docs/protocol.md §2). 4xx bodies say exactly what to fix; 5xx bodies
 //! are opaque. The cause of a 5xx is logged once, where the error is built
 //! ([`ApiError::broker`], [`ApiError::internal`]), which is inside the handler's
 //! span, so the log line carries the bot, conversation and event ids.
@@ -14,7 +14,7 @@ use broker::PublishError;
 use domain::{FieldCode, ValidationErrors};
 use serde_json::json;
 
-/// Why a request was not accepted; renders as the SPEC §2 status and body.
+/// Why a request was not accepted; renders as the docs/protocol.md §2 status and body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Missing or invalid API key or widget token, unknown bot, `botid` not the

@@ -1,8 +1,8 @@
-//! The HTTP edge of the widget-escalations relay (SPEC §2, §3).
+//! The HTTP edge of the widget-escalations relay (docs/protocol.md §2, §3).
 //!
 //! It authenticates, validates and rate-limits each request, publishes one
 //! [`domain::Envelope`] to the conversation's shard queue and answers `200` only
-//! once the broker confirmed it, so no accepted event can be lost (SPEC §6).
+//! once the broker confirmed it, so no accepted event can be lost (docs/protocol.md §6).
 //! It never touches the database: every rule that needs state runs in the
 //! worker. Bad input gets a typed JSON 4xx and publishes nothing.
 //!

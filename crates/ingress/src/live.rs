@@ -1,4 +1,4 @@
-//! [`LiveHub`]: this ingress instance's end of the live fan-out (SPEC §3).
+//! [`LiveHub`]: this ingress instance's end of the live fan-out (docs/protocol.md §3).
 //!
 //! One exclusive, auto-delete queue per instance, bound to the live exchange
 //! only for the conversations that have at least one open stream here, so the

@@ -1,4 +1,4 @@
-//! Rate limiting (SPEC §2: `429` with `Retry-After`; SPEC §3: whose budget).
+//! Rate limiting (docs/protocol.md §2: `429` with `Retry-After`; §3: whose budget).
 //!
 //! - The bot's budget: each bot has two token buckets of its configured size
 //!   (`rate_limit_burst`) refilled at `rate_limit_per_sec`, one for the

@@ -1,4 +1,4 @@
-//! Widget tokens (SPEC §3): a token opens exactly one conversation of one bot
+//! Widget tokens (docs/protocol.md §3): a token opens exactly one conversation of one bot
 //! until it expires.
 //!
 //! Format: `base64url(JSON claims) "." base64url(HMAC-SHA256(key, first part))`,

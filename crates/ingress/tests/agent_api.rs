@@ -54,12 +54,57 @@ async fn accepted_event_is_in_its_shard_queue_with_headers_and_envelope() {
     assert_eq!(envelope.received_at, received_at);
     assert_eq!(envelope.command.event_id.as_str(), event_id);
     match envelope.command.input {
-        Input::Agent { escalation_id, action } => {
+        Input::Agent { escalation_id, action, warnings } => {
             assert_eq!(escalation_id.as_ref().map(|e| e.as_str()), Some("esc-1"));
-            assert_eq!(action, AgentAction::QueueUpdate { queue_position: Some(3), waiting_time: Some(12) });
+            // Display values are published as given: the string stays a string.
+            assert_eq!(
+                action,
+                AgentAction::QueueUpdate {
+                    queue_position: Some("3".into()),
+                    waiting_time: Some(12u32.into())
+                }
+            );
+            assert!(warnings.is_empty());
         }
         other => panic!("expected an agent input, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_bad_avatar_is_dropped_and_the_event_published_with_a_warning() {
+    let app = TestApp::start().await;
+    let reply = app
+        .send(post_json(
+            SEND,
+            &[("authorization", KEY)],
+            &json!({"eventType": "escalationSuccess", "platformConversationId": "conv-av", "agent": "Ann",
+                    "agentAvatar": "http://cdn.example/ann.png"}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json["status"], "accepted");
+    assert_eq!(reply.json["warnings"][0]["field"], "agentAvatar");
+    assert_eq!(reply.json["warnings"][0]["code"], "not_https");
+    let delivery = app.take(app.shard(BOT, "conv-av")).await;
+    let envelope = Envelope::from_bytes(&delivery.data).expect("the body is an Envelope");
+    match envelope.command.input {
+        Input::Agent { action, warnings, .. } => {
+            assert_eq!(action, AgentAction::Success { agent: Some("Ann".into()), agent_avatar: None });
+            assert_eq!(warnings.len(), 1, "the worker records the warning with the verdict");
+        }
+        other => panic!("expected an agent input, got {other:?}"),
+    }
+    // A good avatar: no warnings key at all (the seed's answer, unchanged).
+    let reply = app
+        .send(post_json(
+            SEND,
+            &[("authorization", KEY)],
+            &json!({"eventType": "escalationSuccess", "platformConversationId": "conv-av",
+                    "agentAvatar": "https://cdn.example/ann.png"}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.json.get("warnings").is_none(), "{reply:?}");
 }
 
 #[tokio::test]
@@ -178,9 +223,13 @@ async fn schema_problems_get_400_with_every_detail_and_publish_nothing() {
     let app = TestApp::start().await;
     let bodies = [
         json!({"eventType": "message", "platformConversationId": "", "text": "", "eventId": 3}),
-        json!({"eventType": "escalationQueueUpdate", "queuePosition": "three", "waitingTime": -1}),
+        json!({"eventType": "escalationQueueUpdate", "queuePosition": "", "waitingTime": -1}),
+        json!({"eventType": "escalationQueueUpdate", "platformConversationId": "c", "queuePosition": true,
+               "waitingTime": "x".repeat(33)}),
         json!({"eventType": "agentTyping", "platformConversationId": "c"}),
-        json!({"eventType": "escalationSuccess", "platformConversationId": "c", "agentAvatar": "http://x/a.png"}),
+        // The bad avatar alone would only be dropped; the bad agent name fails the event.
+        json!({"eventType": "escalationSuccess", "platformConversationId": "c", "agent": 7,
+               "agentAvatar": "http://x/a.png"}),
         json!([1, 2]),
         json!({}),
     ];

@@ -1,4 +1,4 @@
-//! SPEC §6: per conversation, events are applied in the order the contact
+//! docs/protocol.md §6: per conversation, events are applied in the order the contact
 //! centre got its 200s. 1,000 events of one conversation are sent over a real
 //! socket by 16 clients (16 connections) taking turns in a serial chain: event
 //! `i` goes out on client `i % 16` only once event `i - 1` got its 200. The

@@ -89,6 +89,7 @@ async fn the_fallback_read_is_scoped_to_the_conversation() {
         phase_after: Phase::Requested,
         received_at: Utc::now(),
         applied_at: Utc::now(),
+        warnings: Vec::new(),
     };
     let client = store.client().await.expect("client");
     store::record_events(&client, &[refused]).await.expect("record");

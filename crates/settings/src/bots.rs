@@ -19,8 +19,8 @@ pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Per-bot policy for every bot (`[defaults]`): timers (SPEC §5), held messages, webhook
-/// retry budgets (SPEC §4), rate limit and the `eventRejected` switch. Each bot may
+/// Per-bot policy for every bot (`[defaults]`): timers (docs/protocol.md §5), held messages, webhook
+/// retry budgets (docs/protocol.md §4), rate limit and the `eventRejected` switch. Each bot may
 /// override any of these in its `overrides` table. Every number must be at least 1.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -52,7 +52,7 @@ pub struct BotDefaults {
     /// Default 200.
     pub rate_limit_burst: u32,
     /// Whether the bot's webhook receives `eventRejected` for agent events the state
-    /// machine refused. Default `true` (SPEC §4: "on by default").
+    /// machine refused. Default `true` (docs/protocol.md §4: "on by default").
     pub event_rejected: bool,
 }
 
@@ -232,7 +232,7 @@ pub(crate) struct RawBot {
 }
 
 impl EffectiveBot {
-    /// The state machine's rules for this bot (SPEC §5 timers and limits).
+    /// The state machine's rules for this bot (docs/protocol.md §5 timers and limits).
     pub fn rules(&self) -> domain::Rules {
         domain::Rules {
             no_response_timeout: Duration::from_secs(self.no_response_timeout_secs),
@@ -245,7 +245,7 @@ impl EffectiveBot {
     }
 
     /// The webhook retry policy for this bot: the domain's backoff with this
-    /// bot's budgets (SPEC §4).
+    /// bot's budgets (docs/protocol.md §4).
     pub fn retry_policy(&self) -> domain::RetryPolicy {
         domain::RetryPolicy {
             escalate_budget: Duration::from_secs(self.escalate_budget_secs),

@@ -17,19 +17,19 @@ use crate::secret::{Secret, redact_url};
 pub struct HttpConfig {
     /// Address the HTTP server listens on. Default `0.0.0.0:8080`.
     pub bind: SocketAddr,
-    /// Largest accepted request body in bytes; a larger one gets `413` (SPEC §2).
+    /// Largest accepted request body in bytes; a larger one gets `413` (docs/protocol.md §2).
     /// Default 65536 (64 KiB). At least 1.
     pub body_limit_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM. Default 10. May be 0.
     pub shutdown_grace_secs: u64,
-    /// Upper bound in seconds of `Prefer: wait=N` (SPEC §2): a larger `N` is clamped to it.
+    /// Upper bound in seconds of `Prefer: wait=N` (docs/protocol.md §2): a larger `N` is clamped to it.
     /// Default 10. 0 disables waiting for verdicts.
     pub verdict_wait_max_secs: u64,
-    /// Seconds between heartbeat comments on widget streams (SPEC §3), so proxies keep idle
+    /// Seconds between heartbeat comments on widget streams (docs/protocol.md §3), so proxies keep idle
     /// streams open. Default 15. At least 1.
     pub sse_heartbeat_secs: u64,
     /// Milliseconds `escalate` waits for the worker's verdict, so that escalating while an
-    /// escalation is live answers with the live escalation's id (SPEC §5). Default 2000.
+    /// escalation is live answers with the live escalation's id (docs/protocol.md §5). Default 2000.
     /// 0 answers at once with the proposed id, which is then wrong in that case.
     pub escalate_wait_ms: u64,
 }
@@ -60,7 +60,7 @@ pub struct BrokerConfig {
     /// a vhost. 1–64 characters of `[A-Za-z0-9._-]`, not starting with `amq.` (reserved by
     /// RabbitMQ). Default `escalations`.
     pub prefix: String,
-    /// Number of shard queues conversations are spread over (SPEC §6). Fixed for the life
+    /// Number of shard queues conversations are spread over (docs/protocol.md §6). Fixed for the life
     /// of a deployment: changing it moves conversations between shards. 1–1024. Default 32.
     pub shards: u16,
     /// Deliveries of one message before it is dead-lettered as poison (quorum queue
@@ -150,7 +150,7 @@ impl fmt::Debug for DatabaseConfig {
 }
 
 /// Widget tokens (`[widget]`): the signed, expiring tokens that open one conversation
-/// of one bot to a visitor's widget (SPEC §3).
+/// of one bot to a visitor's widget (docs/protocol.md §3).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WidgetConfig {
@@ -196,7 +196,7 @@ impl Default for WidgetConfig {
 }
 
 /// Outbound webhooks (`[webhooks]`): transport, address policy and the circuit breaker
-/// (SPEC §4). Retry budgets are per bot, see [`BotDefaults`](crate::BotDefaults).
+/// (docs/protocol.md §4). Retry budgets are per bot, see [`BotDefaults`](crate::BotDefaults).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {

@@ -336,7 +336,7 @@ fn check_webhook_url(c: &mut Checker, key: &str, url: &Url, webhooks: &WebhookCo
     }
 }
 
-/// Addresses webhooks are refused by default (SPEC §4). Only literal addresses and
+/// Addresses webhooks are refused by default (docs/protocol.md §4). Only literal addresses and
 /// `localhost` are caught here; the delivery path checks what names resolve to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reach {

@@ -17,7 +17,7 @@ CREATE TABLE {schema}.conversations (
     PRIMARY KEY (bot_id, conversation_id)
 );
 
--- Every command the worker decided on: the durable dedupe store (SPEC §5,
+-- Every command the worker decided on: the durable dedupe store (docs/protocol.md §5,
 -- "applied once") and the transition/rejection log. `id` orders the log.
 CREATE TABLE {schema}.events (
     id              bigserial   NOT NULL,
@@ -52,7 +52,7 @@ CREATE TABLE {schema}.widget_events (
 );
 
 -- The webhook outbox: one row per webhook, delivered in sequence order per
--- conversation (SPEC §4).
+-- conversation (docs/protocol.md §4).
 CREATE TABLE {schema}.webhook_deliveries (
     id              bigserial   PRIMARY KEY,
     bot_id          text        NOT NULL,
@@ -73,7 +73,7 @@ CREATE TABLE {schema}.webhook_deliveries (
 CREATE INDEX webhook_deliveries_due_idx ON {schema}.webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 
--- Each attempt of a delivery: the history a dead letter carries (SPEC §4).
+-- Each attempt of a delivery: the history a dead letter carries (docs/protocol.md §4).
 CREATE TABLE {schema}.webhook_attempts (
     delivery_id bigint      NOT NULL REFERENCES {schema}.webhook_deliveries (id) ON DELETE CASCADE,
     attempt     integer     NOT NULL,
@@ -84,7 +84,7 @@ CREATE TABLE {schema}.webhook_attempts (
     PRIMARY KEY (delivery_id, attempt)
 );
 
--- Armed timers, so they survive worker restarts (SPEC §5).
+-- Armed timers, so they survive worker restarts (docs/protocol.md §5).
 CREATE TABLE {schema}.timers (
     bot_id          text        NOT NULL,
     conversation_id text        NOT NULL,
@@ -95,7 +95,7 @@ CREATE TABLE {schema}.timers (
 );
 CREATE INDEX timers_due_idx ON {schema}.timers (due_at);
 
--- Workers and the shards they hold (SPEC §6, "workers scale horizontally").
+-- Workers and the shards they hold (docs/protocol.md §6, "workers scale horizontally").
 CREATE TABLE {schema}.workers (
     id           text        PRIMARY KEY,
     started_at   timestamptz NOT NULL DEFAULT now(),

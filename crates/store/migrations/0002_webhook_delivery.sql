@@ -1,5 +1,5 @@
 -- Version 2: what the webhook dispatcher and the dead-letter CLI need on the
--- outbox (SPEC §4, §8). `{schema}` is replaced by the quoted schema.
+-- outbox (docs/protocol.md §4, §8). `{schema}` is replaced by the quoted schema.
 
 ALTER TABLE {schema}.webhook_deliveries
     -- A dispatcher's claim: the row is being sent by `claimed_by` until

@@ -1,7 +1,7 @@
 //! [`BatchTransaction`]: a transaction whose `BEGIN` travels with its first
 //! statements instead of costing a round trip of its own.
 //!
-//! The worker's batch is latency-bound by round trips (SPEC §3's stream
+//! The worker's batch is latency-bound by round trips (docs/protocol.md §3's stream
 //! latency): `BEGIN`, the reads, the writes and `COMMIT` would be four.
 //! Sending `BEGIN` and the reads together makes three. tokio-postgres writes
 //! requests in the order their futures are first polled, and sends a request

@@ -1,4 +1,4 @@
-//! The operator's view of the webhook outbox (SPEC §8): dead letters listed
+//! The operator's view of the webhook outbox (docs/protocol.md §8): dead letters listed
 //! with filters, shown with their whole attempt history, replayed (as pending
 //! again, with a fresh budget), skipped or purged; and a conversation's
 //! deliveries with their attempts, for its timeline.

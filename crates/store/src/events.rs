@@ -1,14 +1,15 @@
 //! `events`: every command the worker decided on. It is both the durable
-//! dedupe store (an event id recorded here is never applied again, SPEC §5)
-//! and the conversation's transition and rejection log (SPEC §2 queries,
+//! dedupe store (an event id recorded here is never applied again, docs/protocol.md §5)
+//! and the conversation's transition and rejection log (docs/protocol.md §2 queries,
 //! §8 timelines).
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
+use tokio_postgres::types::Json;
 
-use domain::{BotId, EventId, IdSpace, Phase, ScopedEventId, Verdict};
+use domain::{BotId, EventId, FieldWarning, IdSpace, Phase, ScopedEventId, Verdict};
 
 use crate::codec::{key_arrays, key_from_row, parse_id, parse_wire, verdict_columns, verdict_from_columns};
 use crate::error::{Error, Result};
@@ -38,6 +39,9 @@ pub struct EventRecord {
     pub received_at: DateTime<Utc>,
     /// When the worker applied it.
     pub applied_at: DateTime<Utc>,
+    /// Display-only fields dropped from the event by the ingress (docs/protocol.md §2);
+    /// stored as NULL when empty.
+    pub warnings: Vec<FieldWarning>,
 }
 
 const APPLIED: &str = "
@@ -81,13 +85,13 @@ fn space_from_row(row: &Row) -> Result<IdSpace> {
 const RECORD: &str = "
     INSERT INTO events
         (bot_id, conversation_id, event_id, event_type, verdict, code, phase_before, phase_after,
-         received_at, applied_at, id_space)
+         received_at, applied_at, id_space, warnings)
     SELECT u.bot_id, u.conversation_id, u.event_id, u.event_type, u.verdict, u.code, u.phase_before,
-           u.phase_after, u.received_at, u.applied_at, u.id_space
+           u.phase_after, u.received_at, u.applied_at, u.id_space, u.warnings
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[])
+                $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::jsonb[])
         WITH ORDINALITY AS u(bot_id, conversation_id, event_id, event_type, verdict, code, phase_before,
-                             phase_after, received_at, applied_at, id_space, ord)
+                             phase_after, received_at, applied_at, id_space, warnings, ord)
     ORDER BY u.ord
     ON CONFLICT DO NOTHING";
 
@@ -108,6 +112,8 @@ pub async fn record_events(tx: &impl Executor, rows: &[EventRecord]) -> Result<u
     let received: Vec<DateTime<Utc>> = rows.iter().map(|row| row.received_at).collect();
     let applied: Vec<DateTime<Utc>> = rows.iter().map(|row| row.applied_at).collect();
     let spaces: Vec<&str> = rows.iter().map(|row| row.id_space.as_str()).collect();
+    let warnings: Vec<Option<Json<&[FieldWarning]>>> =
+        rows.iter().map(|row| (!row.warnings.is_empty()).then_some(Json(row.warnings.as_slice()))).collect();
     executor::execute(
         tx,
         RECORD,
@@ -123,13 +129,14 @@ pub async fn record_events(tx: &impl Executor, rows: &[EventRecord]) -> Result<u
             &received,
             &applied,
             &spaces,
+            &warnings,
         ],
     )
     .await
 }
 
 const COLUMNS: &str = "bot_id, conversation_id, event_id, event_type, verdict, code, phase_before, \
-                       phase_after, received_at, applied_at, id_space";
+                       phase_after, received_at, applied_at, id_space, warnings";
 
 fn record_from_row(row: &Row) -> Result<EventRecord> {
     Ok(EventRecord {
@@ -142,6 +149,9 @@ fn record_from_row(row: &Row) -> Result<EventRecord> {
         phase_after: parse_wire(row.try_get("phase_after")?, "phase_after")?,
         received_at: row.try_get("received_at")?,
         applied_at: row.try_get("applied_at")?,
+        warnings: row
+            .try_get::<_, Option<Json<Vec<FieldWarning>>>>("warnings")?
+            .map_or_else(Vec::new, |Json(warnings)| warnings),
     })
 }
 
@@ -172,7 +182,7 @@ impl Store {
     /// `event_id`'s record in one conversation: what a caller waiting for its
     /// own event's verdict may read. Keyed by the whole conversation, never
     /// by the id alone: another bot's or another conversation's event with
-    /// the same id is none of the caller's business (SPEC §3).
+    /// the same id is none of the caller's business (docs/protocol.md §3).
     pub async fn conversation_event(
         &self,
         key: &ConvKey,
@@ -188,7 +198,7 @@ impl Store {
         rows.first().map(record_from_row).transpose()
     }
 
-    /// One recorded event of a bot, found by its id alone (SPEC §2,
+    /// One recorded event of a bot, found by its id alone (docs/protocol.md §2,
     /// `GET /agent/converse/events/{eventId}`). Event ids are unique per
     /// conversation; should two conversations share one, the first recorded wins.
     /// Only the agent's namespace is searched: the caller's ids, never ours

@@ -1,4 +1,4 @@
-//! `workers` and `shard_leases`: which worker consumes which shard (SPEC §6,
+//! `workers` and `shard_leases`: which worker consumes which shard (docs/protocol.md §6,
 //! "a dead worker's shards move to the others").
 //!
 //! A lease is a claim with a deadline; the broker's single active consumer per

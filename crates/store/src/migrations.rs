@@ -1,18 +1,23 @@
-//! Schema migrations: an ordered list of SQL scripts embedded in the binary.
-//! Version `n` is `MIGRATIONS[n - 1]`; a version, once released, never changes
-//! (add a new one instead).
+//! Schema migrations: SQL scripts embedded in the binary, each with its
+//! version (the number its file name starts with). A version, once released,
+//! never changes (add a new one instead). Versions are applied in ascending
+//! order, each exactly once; one missing from a schema is applied even when a
+//! higher one already is, so migrations written on separate branches must be
+//! independent of each other.
 
 use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::store::Store;
 
-/// The migrations, in order. `{schema}` stands for the quoted schema.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_initial.sql"),
-    include_str!("../migrations/0002_webhook_delivery.sql"),
-    include_str!("../migrations/0003_outbox_heads.sql"),
-    include_str!("../migrations/0004_event_id_spaces.sql"),
+/// The migrations and their versions, in ascending order. `{schema}` stands
+/// for the quoted schema.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_webhook_delivery.sql")),
+    (3, include_str!("../migrations/0003_outbox_heads.sql")),
+    (4, include_str!("../migrations/0004_event_id_spaces.sql")),
+    (5, include_str!("../migrations/0005_event_warnings.sql")),
 ];
 
 impl Store {
@@ -44,7 +49,7 @@ impl Store {
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
         let mut count = 0;
-        for (version, sql) in (1..).zip(MIGRATIONS) {
+        for &(version, sql) in MIGRATIONS {
             if applied.contains(&version) {
                 continue;
             }
@@ -59,5 +64,15 @@ impl Store {
         }
         tx.commit().await?;
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    #[test]
+    fn versions_ascend_and_match_their_files() {
+        assert!(MIGRATIONS.windows(2).all(|pair| pair[0].0 < pair[1].0), "ascending, no repeats");
     }
 }

@@ -1,4 +1,4 @@
-//! `timers`: the armed timers of SPEC §5, durable so they survive worker
+//! `timers`: the armed timers of docs/protocol.md §5, durable so they survive worker
 //! restarts. At most one per conversation and kind.
 //!
 //! Firing is two-phase: a poller claims due rows ([`claim_due_timers`], which

@@ -2,7 +2,9 @@
 
 mod support;
 
-use domain::{Conversation, IdSpace, Phase, RejectCode, ScopedEventId, TimerKind, Verdict};
+use domain::{
+    Conversation, FieldCode, FieldWarning, IdSpace, Phase, RejectCode, ScopedEventId, TimerKind, Verdict,
+};
 use store::{
     ConvKey, EventRecord, applied_event_ids, delete_timers, insert_webhook_deliveries, insert_widget_events,
     lock_conversations, record_events, save_conversations, upsert_timers,
@@ -20,6 +22,7 @@ fn record(key: &ConvKey, id: &str, verdict: Verdict, before: Phase, after: Phase
         phase_after: after,
         received_at: at(0),
         applied_at: at(1),
+        warnings: Vec::new(),
     }
 }
 
@@ -55,12 +58,14 @@ async fn batch_functions_round_trip() {
         assert_eq!(locked[&b], Conversation::default());
 
         // Events: a repeat of an id, in the batch or later, is ignored.
-        let records = vec![
+        let mut records = vec![
             record(&a, "e1", Verdict::Applied, Phase::Idle, Phase::Requested),
             record(&a, "e2", Verdict::Rejected(RejectCode::NotConnected), Phase::Requested, Phase::Requested),
             record(&b, "e1", Verdict::Ignored, Phase::Idle, Phase::Idle),
             record(&a, "e1", Verdict::Duplicate, Phase::Requested, Phase::Requested),
         ];
+        // Warnings are kept with their event; none is stored as NULL.
+        records[1].warnings = vec![FieldWarning::new("agentAvatar", FieldCode::NotHttps, "dropped")];
         assert_eq!(record_events(&tx, &records).await.expect("record"), 3);
         assert_eq!(record_events(&tx, &records[..1]).await.expect("record again"), 0);
         let sys = |id: &str| ScopedEventId(IdSpace::Agent, event_id(id));

@@ -46,6 +46,7 @@ async fn write_batch(store: &store::Store, round: usize) -> Duration {
             phase_after: transition.next.phase(),
             received_at: at(0),
             applied_at: at(1),
+            warnings: Vec::new(),
         });
         let effects = split(&transition.effects);
         widget.extend(effects.widget.into_iter().map(|e| (key.clone(), e)));

@@ -327,12 +327,17 @@ fn script(c: usize, per: usize) -> Vec<Envelope> {
             Input::Agent {
                 escalation_id: None,
                 action: AgentAction::Success { agent: Some("Ann".to_owned()), agent_avatar: None },
+                warnings: Vec::new(),
             },
         ),
     ];
     for i in 3..=per {
         let input = if i % 2 == 1 {
-            Input::Agent { escalation_id: None, action: AgentAction::Message { text: format!("agent {i}") } }
+            Input::Agent {
+                escalation_id: None,
+                action: AgentAction::Message { text: format!("agent {i}") },
+                warnings: Vec::new(),
+            }
         } else {
             Input::VisitorMessage {
                 message_id: domain::MessageId::parse(format!("{conversation}-v{i}")).expect("valid id"),

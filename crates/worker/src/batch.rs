@@ -1,7 +1,7 @@
 //! One batch of one shard's deliveries → one PostgreSQL transaction.
 //!
 //! The deliveries arrive in broker order, which is the order the ingress got
-//! its confirms (SPEC §6). For each envelope, in that order: skip it if its
+//! its confirms (docs/protocol.md §6). For each envelope, in that order: skip it if its
 //! event id is already recorded (a redelivery), else run the pure state
 //! machine on the conversation's state and collect the effects. Then write
 //! states, the event log, the widget stream, the webhook outbox and the
@@ -120,6 +120,7 @@ pub async fn apply_batch(
             phase_after: transition.next.phase(),
             received_at: envelope.received_at,
             applied_at: now,
+            warnings: envelope.command.input.warnings().to_vec(),
         });
         outcome.verdicts.push(transition.verdict);
         *state = transition.next;

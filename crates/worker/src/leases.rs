@@ -1,5 +1,5 @@
 //! Which shards this worker consumes: leases in PostgreSQL, rebalanced on
-//! every tick (SPEC §6, "adding or removing a worker rebalances shards, and a
+//! every tick (docs/protocol.md §6, "adding or removing a worker rebalances shards, and a
 //! dead worker's shards move to the others").
 //!
 //! Every `renew_every` the worker heartbeats, renews its leases and computes

@@ -1,8 +1,8 @@
 //! The worker of the widget-escalations relay: it consumes the shard queues,
-//! applies the state machine (SPEC §5) to each conversation's events in the
+//! applies the state machine (docs/protocol.md §5) to each conversation's events in the
 //! order the broker accepted them, and commits the effects — conversation
 //! state, event log, widget stream, webhook outbox, timers — to PostgreSQL
-//! before acking (SPEC §6). Shards are spread over workers with leases; due
+//! before acking (docs/protocol.md §6). Shards are spread over workers with leases; due
 //! timers are fired back through the broker.
 //!
 //! The stages, one module each:

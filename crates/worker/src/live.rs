@@ -1,4 +1,4 @@
-//! Announcing committed batches (SPEC §3): on the live exchange, so open
+//! Announcing committed batches (docs/protocol.md §3): on the live exchange, so open
 //! widget streams hear of them at once, and straight to the queue named in a
 //! command's `reply_to`, so a caller waiting for its verdict (`Prefer: wait`,
 //! `escalate`) hears of it without any binding.

@@ -1,4 +1,4 @@
-//! Durable timers (SPEC §5, "timers survive worker restarts") fired through
+//! Durable timers (docs/protocol.md §5, "timers survive worker restarts") fired through
 //! the broker, so they take the same ordered path as every other event.
 //!
 //! Every worker polls: in one transaction it claims due timers (`FOR UPDATE

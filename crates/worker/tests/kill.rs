@@ -1,4 +1,4 @@
-//! SPEC §6: "No event that got a 200 is ever lost: not on a worker killed
+//! docs/protocol.md §6: "No event that got a 200 is ever lost: not on a worker killed
 //! with SIGKILL ... Each is applied exactly once", and "a dead worker's shards
 //! move to the others, without breaking per-conversation order". The killed
 //! worker is a real process (`worker-proc`), killed with SIGKILL mid-run and

@@ -1,4 +1,4 @@
-//! Many conversations through several in-process workers (SPEC §6): every
+//! Many conversations through several in-process workers (docs/protocol.md §6): every
 //! conversation's effects in order, none missing, none twice — also while a
 //! worker joins and leaves mid-run.
 

@@ -1,4 +1,4 @@
-//! SPEC §5 paths end to end through the broker and a worker, checked in
+//! docs/protocol.md §5 paths end to end through the broker and a worker, checked in
 //! PostgreSQL: state, event log, widget stream, webhook outbox, timers. And
 //! the two kinds of poison: an undecodable body, and an event the store
 //! refuses inside an otherwise good batch.
@@ -25,7 +25,10 @@ async fn escalation_queue_connect_talk_and_visitor_end() {
             envelope(
                 c,
                 "e2",
-                agent(AgentAction::QueueUpdate { queue_position: Some(3), waiting_time: Some(2) }),
+                agent(AgentAction::QueueUpdate {
+                    queue_position: Some(3u32.into()),
+                    waiting_time: Some("2-5".into()),
+                }),
             ),
             envelope(c, "e3", visitor_message("v1", "hello")),
             envelope(c, "e4", visitor_message("v2", "anyone there?")),

@@ -1,4 +1,4 @@
-//! SPEC §5 timers: durable, fired through the broker, once — with two
+//! docs/protocol.md §5 timers: durable, fired through the broker, once — with two
 //! workers polling, and across a worker restart before the deadline.
 
 mod support;

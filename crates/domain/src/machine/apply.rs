@@ -1,4 +1,4 @@
-//! The transitions of SPEC §5. Every arm of the table is one `match` arm in
+//! The transitions of docs/protocol.md §5. Every arm of the table is one `match` arm in
 //! [`agent`]; the bot, visitor and timer inputs follow.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -21,12 +21,12 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
     }
     let mut b = Builder { next: state.clone(), effects: Vec::new(), now: ctx.now };
     let verdict = match &cmd.input {
-        Input::Agent { escalation_id, action } => {
+        Input::Agent { escalation_id, action, .. } => {
             agent(&mut b, ctx, escalation_id.as_ref(), action, &cmd.event_id)?
         }
         Input::Escalate { escalation_id, escalate_to, metadata, transcript } => {
             if b.next.live().is_some() {
-                // SPEC §5: escalate again while live is idempotent.
+                // docs/protocol.md §5: escalate again while live is idempotent.
                 Verdict::Duplicate
             } else {
                 b.next.escalation = Some(Escalation {
@@ -98,9 +98,9 @@ pub fn apply(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Result<T
 
 /// What the worker runs: [`apply`], and for a refusal, the refused event id is
 /// remembered (a repeat is a `duplicate`, never reported twice) and reported
-/// (SPEC §5): for agent events when the bot wants it, an `eventRejected`
-/// webhook is queued (SPEC §4); a visitor's message or `end` is answered on
-/// the widget's stream with `visitorRejected`.
+/// (docs/protocol.md §5): for agent events when the bot wants it, an
+/// `eventRejected` webhook is queued (docs/protocol.md §4); a visitor's message
+/// or `end` is answered on the widget's stream with `visitorRejected`.
 pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transition {
     match apply(state, cmd, ctx) {
         Ok(transition) => transition,
@@ -127,7 +127,7 @@ pub fn step(state: &Conversation, cmd: &Command, ctx: &Context<'_>) -> Transitio
     }
 }
 
-/// SPEC §5's table: state × agent event.
+/// docs/protocol.md §5's table: state × agent event.
 fn agent(
     b: &mut Builder,
     ctx: &Context<'_>,
@@ -156,10 +156,11 @@ fn agent(
             }
             let esc = b.live_mut();
             esc.stage = Stage::Queued;
-            esc.queue = Some(QueueInfo { position: *queue_position, waiting_time: *waiting_time });
+            esc.queue =
+                Some(QueueInfo { position: queue_position.clone(), waiting_time: waiting_time.clone() });
             b.widget(WidgetEvent::EscalationQueueUpdate {
-                queue_position: *queue_position,
-                waiting_time: *waiting_time,
+                queue_position: queue_position.clone(),
+                waiting_time: waiting_time.clone(),
             });
             Ok(Verdict::Applied)
         }

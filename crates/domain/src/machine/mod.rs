@@ -1,4 +1,4 @@
-//! The escalation state machine of SPEC §5 as a pure function.
+//! The escalation state machine of docs/protocol.md §5 as a pure function.
 //!
 //! [`apply`] takes the conversation's state, one [`Command`] (an agent event, a
 //! bot or visitor action, or a fired timer) and a [`Context`] (the current time
@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent_event::AgentAction;
+use crate::display::DisplayValue;
 use crate::ids::{EscalationId, EventId, IdSpace, MessageId, ScopedEventId};
+use crate::validation::FieldWarning;
 use crate::webhook::WebhookEnvelope;
 use crate::widget::WidgetEnvelope;
 
@@ -31,7 +33,7 @@ pub use apply::{apply, step};
 /// machine idempotent on its own for redeliveries, which arrive close together.
 pub const DEDUPE_WINDOW: usize = 256;
 
-/// Where a conversation stands (the rows of SPEC §5's table).
+/// Where a conversation stands (the rows of docs/protocol.md §5's table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -69,7 +71,7 @@ pub enum OutcomeKind {
     Ended,
 }
 
-/// Why an escalation ended (SPEC §5).
+/// Why an escalation ended (docs/protocol.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
@@ -95,7 +97,7 @@ pub enum EndReason {
     DeliveryFailed,
 }
 
-/// Why an event was refused (SPEC §5).
+/// Why an event was refused (docs/protocol.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
@@ -124,7 +126,7 @@ impl RejectCode {
     }
 }
 
-/// The four timers of SPEC §5.
+/// The four timers of docs/protocol.md §5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerKind {
@@ -150,7 +152,7 @@ impl TimerKind {
     }
 }
 
-/// A bot's rules (SPEC §5 timers and limits, §4 `eventRejected` switch).
+/// A bot's rules (docs/protocol.md §5 timers and limits, §4 `eventRejected` switch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rules {
     /// No answer to `widgetEscalate` → failed(`no_response_timeout`).
@@ -189,13 +191,13 @@ pub struct Agent {
     pub avatar: Option<String>,
 }
 
-/// Latest queue information.
+/// Latest queue information, as the contact centre gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueInfo {
     /// Position in the queue.
-    pub position: Option<u32>,
+    pub position: Option<DisplayValue>,
     /// Estimated wait in minutes.
-    pub waiting_time: Option<u32>,
+    pub waiting_time: Option<DisplayValue>,
 }
 
 /// A visitor message held until an agent connects.
@@ -270,7 +272,7 @@ impl Conversation {
         self.escalation.as_ref().filter(|e| e.outcome.is_none())
     }
 
-    /// The row of SPEC §5's table this conversation is in.
+    /// The row of docs/protocol.md §5's table this conversation is in.
     pub fn phase(&self) -> Phase {
         match self.live().map(|e| e.stage) {
             None => Phase::Idle,
@@ -291,6 +293,10 @@ pub enum Input {
         escalation_id: Option<EscalationId>,
         /// What happened.
         action: AgentAction,
+        /// Display-only fields the ingress dropped from the event; the machine
+        /// ignores them, the worker records them with the verdict (docs/protocol.md §2).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<FieldWarning>,
     },
     /// The bot hands the conversation to a human.
     Escalate {

@@ -70,11 +70,11 @@ impl Sim {
     }
 
     pub fn agent(&mut self, action: AgentAction) -> Transition {
-        self.run(Input::Agent { escalation_id: None, action })
+        self.run(Input::Agent { escalation_id: None, action, warnings: Vec::new() })
     }
 
     pub fn agent_for(&mut self, escalation: &str, action: AgentAction) -> Transition {
-        self.run(Input::Agent { escalation_id: Some(esc(escalation)), action })
+        self.run(Input::Agent { escalation_id: Some(esc(escalation)), action, warnings: Vec::new() })
     }
 
     pub fn escalate(&mut self, id: &str) -> Transition {
@@ -110,7 +110,10 @@ pub fn esc(id: &str) -> EscalationId {
 }
 
 pub fn queue(position: Option<u32>, waiting: Option<u32>) -> AgentAction {
-    AgentAction::QueueUpdate { queue_position: position, waiting_time: waiting }
+    AgentAction::QueueUpdate {
+        queue_position: position.map(Into::into),
+        waiting_time: waiting.map(Into::into),
+    }
 }
 
 pub fn success(agent: &str) -> AgentAction {

@@ -22,7 +22,11 @@ pub(crate) fn raw_message(i: usize, args: &Args, shards: u16) -> (Vec<u8>, Basic
         received_at: Utc::now(),
         command: Command {
             event_id: EventId::parse(event_id.clone()).expect("id"),
-            input: Input::Agent { escalation_id: None, action: AgentAction::Message { text: text(args) } },
+            input: Input::Agent {
+                escalation_id: None,
+                action: AgentAction::Message { text: text(args) },
+                warnings: Vec::new(),
+            },
         },
     };
     let mut headers = FieldTable::default();

@@ -1,4 +1,4 @@
-//! `POST /agent/converse/send-message-to-widget` (SPEC §2): the contact centre's
+//! `POST /agent/converse/send-message-to-widget` (docs/protocol.md §2): the contact centre's
 //! events, wire-compatible with the original API.
 //!
 //! Checks, in order, each answered before anything is published: API key and
@@ -6,7 +6,8 @@
 //! syntax and schema plus the `Idempotency-Key` header, all problems at once
 //! (`400`). Then publish, and `200` only after the broker's confirm (`503` if
 //! none). With `Prefer: wait=N` the answer is the worker's verdict (see
-//! [`super::verdict`]).
+//! [`super::verdict`]). Either answer lists the display-only fields dropped
+//! from the event as `warnings` (an `agentAvatar` that is not an https URL).
 
 use axum::Json;
 use axum::body::Body;
@@ -50,13 +51,18 @@ pub async fn send_message_to_widget(
     span.record("event_id", event_id.as_str());
 
     let bot_id = bot_id_of(bot)?;
+    let warnings = event.warnings;
     let envelope = Envelope {
         bot_id,
         conversation_id: event.platform_conversation_id,
         received_at: Utc::now(),
         command: Command {
             event_id: event_id.clone(),
-            input: Input::Agent { escalation_id: event.escalation_id, action: event.action },
+            input: Input::Agent {
+                escalation_id: event.escalation_id,
+                action: event.action,
+                warnings: warnings.clone(),
+            },
         },
     };
     let wait = verdict::requested_wait(&headers, app.settings().http.verdict_wait_max_secs);
@@ -72,9 +78,9 @@ pub async fn send_message_to_widget(
     match (waiter, wait) {
         (Some(waiter), Some(wait)) => {
             let key = ConvKey::new(envelope.bot_id, envelope.conversation_id);
-            Ok(verdict::await_verdict(&app, waiter, &key, &event_id, wait).await)
+            Ok(verdict::await_verdict(&app, waiter, &key, &event_id, &warnings, wait).await)
         }
-        _ => Ok(Json(Accepted::new(event_id)).into_response()),
+        _ => Ok(Json(Accepted::with_warnings(event_id, warnings)).into_response()),
     }
 }
 

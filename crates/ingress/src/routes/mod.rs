@@ -1,10 +1,10 @@
 //! The handlers, one module per API.
 //!
-//! - [`agent`]: `POST /agent/converse/send-message-to-widget` (SPEC §2).
-//! - [`query`]: `GET /agent/converse/conversations/{id}` and `/events/{eventId}` (SPEC §2).
-//! - [`stream`]: `GET /widget/v1/conversations/{id}/events`, the SSE stream (SPEC §3).
-//! - [`verdict`]: `Prefer: wait=N`, waiting for the worker's verdict (SPEC §2).
-//! - [`widget`]: `POST /widget/v1/conversations/{id}/escalate|messages|end` (SPEC §3).
+//! - [`agent`]: `POST /agent/converse/send-message-to-widget` (docs/protocol.md §2).
+//! - [`query`]: `GET /agent/converse/conversations/{id}` and `/events/{eventId}` (docs/protocol.md §2).
+//! - [`stream`]: `GET /widget/v1/conversations/{id}/events`, the SSE stream (docs/protocol.md §3).
+//! - [`verdict`]: `Prefer: wait=N`, waiting for the worker's verdict (docs/protocol.md §2).
+//! - [`widget`]: `POST /widget/v1/conversations/{id}/escalate|messages|end` (docs/protocol.md §3).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, and the JSON 404 and 405.
 
 pub mod agent;
@@ -14,7 +14,7 @@ pub mod stream;
 pub mod verdict;
 pub mod widget;
 
-use domain::{EventId, FieldCode, ValidationErrors};
+use domain::{EventId, FieldCode, FieldWarning, ValidationErrors};
 use serde::Serialize;
 
 /// AMQP carries the event id as `message_id`, a short string of at most 255
@@ -22,6 +22,8 @@ use serde::Serialize;
 pub const MAX_EVENT_ID_BYTES: usize = 255;
 
 /// `200 {"status":"accepted","eventId":"…"}`: the broker confirmed the event.
+/// `warnings` lists the display-only fields dropped from it, when there are
+/// any (docs/protocol.md §2).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
@@ -29,12 +31,20 @@ pub struct Accepted {
     pub status: &'static str,
     /// The event's id, given or generated.
     pub event_id: EventId,
+    /// Fields dropped from the event; omitted when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<FieldWarning>,
 }
 
 impl Accepted {
     /// The body for `event_id`.
     pub fn new(event_id: EventId) -> Self {
-        Self { status: "accepted", event_id }
+        Self { status: "accepted", event_id, warnings: Vec::new() }
+    }
+
+    /// The body for `event_id`, with the fields dropped from it.
+    pub fn with_warnings(event_id: EventId, warnings: Vec<FieldWarning>) -> Self {
+        Self { status: "accepted", event_id, warnings }
     }
 }
 

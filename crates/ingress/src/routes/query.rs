@@ -1,4 +1,4 @@
-//! The agent API's read side (SPEC §2): `GET /agent/converse/conversations/{id}`
+//! The agent API's read side (docs/protocol.md §2): `GET /agent/converse/conversations/{id}`
 //! and `GET /agent/converse/events/{eventId}`.
 //!
 //! Both are scoped to the bot of the API key: every query is keyed by that bot,
@@ -103,6 +103,9 @@ fn event_json(record: &EventRecord) -> Value {
     value["status"] = json!(status);
     if let Some(code) = code {
         value["code"] = json!(code);
+    }
+    if !record.warnings.is_empty() {
+        value["warnings"] = json!(record.warnings);
     }
     value
 }

@@ -1,4 +1,4 @@
-//! `GET /widget/v1/conversations/{id}/events` (SPEC §3): the widget's
+//! `GET /widget/v1/conversations/{id}/events` (docs/protocol.md §3): the widget's
 //! resumable `text/event-stream`.
 //!
 //! Order of work on connect, so nothing is lost or repeated:

@@ -1,4 +1,4 @@
-//! `Prefer: wait=N` on `send-message-to-widget` (SPEC §2): answer with the
+//! `Prefer: wait=N` on `send-message-to-widget` (docs/protocol.md §2): answer with the
 //! worker's verdict instead of a bare `accepted`.
 //!
 //! The caller registers a wait for the event's verdict *before* the event is
@@ -9,15 +9,16 @@
 //! "currentState": phase}`; when no verdict came within `N` seconds (or the
 //! reply was lost because the live hub reconnected), the event log is checked
 //! once, and failing that `202 {"status":"accepted"}`: the event is safe with
-//! the broker and will be decided.
+//! the broker and will be decided. Each answer carries the event's
+//! `warnings`, when it has any.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::{EventId, IdSpace, Phase, ScopedEventId, Verdict};
-use serde_json::json;
+use domain::{EventId, FieldWarning, IdSpace, Phase, ScopedEventId, Verdict};
+use serde_json::{Value, json};
 use store::ConvKey;
 
 use super::query::verdict_parts;
@@ -48,6 +49,7 @@ pub async fn await_verdict(
     waiter: VerdictWaiter,
     key: &ConvKey,
     event_id: &EventId,
+    warnings: &[FieldWarning],
     wait: Duration,
 ) -> Response {
     let decided = match waiter.wait(wait).await {
@@ -56,11 +58,14 @@ pub async fn await_verdict(
         // decided by now means in the event log.
         None => recorded(app, key, &ScopedEventId(IdSpace::Agent, event_id.clone())).await,
     };
-    match decided {
+    let (status, mut body) = match decided {
         Some((verdict, phase)) => render(event_id, verdict, phase),
-        None => (StatusCode::ACCEPTED, Json(json!({"status": "accepted", "eventId": event_id.as_str()})))
-            .into_response(),
+        None => (StatusCode::ACCEPTED, json!({"status": "accepted", "eventId": event_id.as_str()})),
+    };
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
     }
+    (status, Json(body)).into_response()
 }
 
 /// The verdict on `event_id` of the conversation `key` and the phase after
@@ -72,24 +77,25 @@ pub async fn recorded(app: &AppState, key: &ConvKey, event_id: &ScopedEventId) -
     Some((record.verdict, record.phase_after))
 }
 
-fn render(event_id: &EventId, verdict: Verdict, phase: Phase) -> Response {
+fn render(event_id: &EventId, verdict: Verdict, phase: Phase) -> (StatusCode, Value) {
     match verdict_parts(verdict) {
         (_, Some(code)) => (
             StatusCode::CONFLICT,
-            Json(json!({
+            json!({
                 "error": code,
                 "message": "the event was refused by the conversation's state",
                 "currentState": phase.as_str(),
                 "eventId": event_id.as_str(),
-            })),
-        )
-            .into_response(),
-        (status, None) => Json(json!({
-            "status": status,
-            "eventId": event_id.as_str(),
-            "currentState": phase.as_str(),
-        }))
-        .into_response(),
+            }),
+        ),
+        (status, None) => (
+            StatusCode::OK,
+            json!({
+                "status": status,
+                "eventId": event_id.as_str(),
+                "currentState": phase.as_str(),
+            }),
+        ),
     }
 }
 

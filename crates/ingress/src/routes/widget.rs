@@ -1,4 +1,4 @@
-//! The widget API's writes (SPEC §3): the bot platform's `escalate` (bot API
+//! The widget API's writes (docs/protocol.md §3): the bot platform's `escalate` (bot API
 //! key) and the visitor's `messages` and `end` (widget token). Each publishes
 //! one command and answers once the broker confirmed it.
 
@@ -61,7 +61,7 @@ async fn live_escalation_id(
 /// to a human. Body `{escalateTo?, metadata?, transcript?}`, or empty.
 ///
 /// If an escalation is already live, the worker treats this as idempotent
-/// (SPEC §5) and keeps the live one, so the answer must name that one, not
+/// (docs/protocol.md §5) and keeps the live one, so the answer must name that one, not
 /// the id proposed here. The ingress therefore waits (at most
 /// `http.escalate_wait_ms`) for the worker's verdict, which the worker sends
 /// straight to this instance's live queue (the command's `reply_to`; no

@@ -153,7 +153,7 @@ impl TestApp {
         depths
     }
 
-    /// Asserts that no shard queue holds a message (SPEC §6: bad input
+    /// Asserts that no shard queue holds a message (docs/protocol.md §6: bad input
     /// publishes nothing).
     pub async fn assert_nothing_published(&self, context: &str) {
         assert_eq!(self.depths().await, vec![0; usize::from(self.topology.shards)], "{context}");

@@ -204,7 +204,7 @@ pub fn escalate(escalation: &str) -> Input {
 }
 
 pub fn agent(action: AgentAction) -> Input {
-    Input::Agent { escalation_id: None, action }
+    Input::Agent { escalation_id: None, action, warnings: Vec::new() }
 }
 
 pub fn success(name: &str) -> Input {
