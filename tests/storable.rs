@@ -1,4 +1,4 @@
-//! Every body the validators accept can be stored (issue 11, SPEC §6: "bad
+//! Every body the validators accept can be stored (issue 11, docs/protocol.md §6: "bad
 //! input gets a clear 4xx", never a 200 and then a dead letter).
 //!
 //! A property test feeds arbitrary JSON — strings and keys with U+0000 and

@@ -210,7 +210,7 @@ async fn a_stream_takes_the_token_from_the_query_string() {
     sys.stop().await;
 }
 
-/// SPEC §5, issue 11: a refused visitor message (held queue full) or `end`
+/// docs/protocol.md §5, issue 11: a refused visitor message (held queue full) or `end`
 /// (no escalation left) is told to the widget on its stream as
 /// `visitorRejected{code}`, and stays in the conversation's widget stream
 /// (which `escalations conversations show` lists).

@@ -59,7 +59,7 @@ async fn a_waiting_caller_gets_the_verdict() {
 
 /// Issue 11: a caller's event id that looks like one of ours (`vm:…` is a
 /// visitor message's, `timer:…` a fired timer's) is the caller's own event,
-/// never a `duplicate` of ours, and never read back as ours (SPEC §2).
+/// never a `duplicate` of ours, and never read back as ours (docs/protocol.md §2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ids_with_the_prefixes_of_ours_are_their_own_events() {
     let sys = System::start().await;

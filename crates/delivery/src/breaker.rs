@@ -1,4 +1,4 @@
-//! Per-endpoint circuit breaker (SPEC §4: "an endpoint that keeps failing is
+//! Per-endpoint circuit breaker (docs/protocol.md §4: "an endpoint that keeps failing is
 //! paused by a circuit breaker and probed, not hammered").
 //!
 //! Closed: everything goes; `failures` consecutive failed attempts open it.

@@ -444,7 +444,7 @@ pub async fn run_woken_by(
     wake: Option<Arc<Notify>>,
 ) -> anyhow::Result<()> {
     let db = &settings.database;
-    let store = Store::connect(&db.url, &db.schema, db.pool_size)
+    let store = Store::connect_for_batches(&db.url, &db.schema, db.pool_size)
         .with_context(|| format!("connecting to PostgreSQL at {}", settings::redact_url(&db.url)))?;
     let b = &settings.broker;
     let mut config =

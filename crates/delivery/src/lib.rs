@@ -1,4 +1,4 @@
-//! Outbound webhooks (SPEC §4): the dispatcher that takes due deliveries from
+//! Outbound webhooks (docs/protocol.md §4): the dispatcher that takes due deliveries from
 //! the outbox the worker writes, signs and posts them, retries them with the
 //! bot's policy, pauses failing endpoints, and dead-letters what cannot be
 //! delivered, telling the state machine when a `widgetEscalate` is lost.

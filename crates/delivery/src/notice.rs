@@ -1,5 +1,5 @@
 //! Telling the state machine a `widgetEscalate` could not be delivered
-//! (SPEC §4: "then the escalation fails with `delivery_failed` and the widget
+//! (docs/protocol.md §4: "then the escalation fails with `delivery_failed` and the widget
 //! is told"): an `escalateUndeliverable` command published, with a confirm,
 //! to the conversation's shard queue, like any other command.
 

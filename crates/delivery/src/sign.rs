@@ -1,4 +1,4 @@
-//! Standard Webhooks signing (SPEC §4): `webhook-id`, `webhook-timestamp`
+//! Standard Webhooks signing (docs/protocol.md §4): `webhook-id`, `webhook-timestamp`
 //! and `webhook-signature` with one `v1,<base64 HMAC-SHA256>` per active
 //! secret, so a receiver holding either the old or the new secret verifies
 //! during a rotation.

@@ -1,4 +1,4 @@
-//! The address guard (SPEC §4: "webhook URLs resolving to private, loopback
+//! The address guard (docs/protocol.md §4: "webhook URLs resolving to private, loopback
 //! or link-local addresses are refused unless the configuration allows
 //! them").
 //!

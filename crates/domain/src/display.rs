@@ -56,6 +56,10 @@ impl DisplayValue {
             Value::String(s) if s.chars().count() > MAX_DISPLAY_CHARS => {
                 Err((FieldCode::TooLong, format!("must be at most {MAX_DISPLAY_CHARS} characters")))
             }
+            // PostgreSQL's jsonb cannot hold U+0000: accepted, it could not be stored.
+            Value::String(s) if s.contains('\0') => {
+                Err((FieldCode::InvalidFormat, "must not contain U+0000 (NUL)".into()))
+            }
             Value::String(s) => Ok(DisplayValue::Text(s.clone())),
             _ => Err((FieldCode::InvalidType, EXPECTED.into())),
         }
@@ -116,6 +120,12 @@ mod tests {
         for value in [json!(""), json!(-1), json!(1.5), json!(true), json!([1]), json!("x".repeat(33))] {
             assert!(serde_json::from_value::<DisplayValue>(value.clone()).is_err(), "{value}");
         }
+    }
+
+    #[test]
+    fn a_nul_is_refused_as_it_could_not_be_stored() {
+        let refused = DisplayValue::from_json(&serde_json::json!("3\u{0}"));
+        assert_eq!(refused.map_err(|(code, _)| code), Err(FieldCode::InvalidFormat));
     }
 
     #[test]

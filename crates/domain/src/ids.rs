@@ -130,7 +130,7 @@ impl From<EventId> for MessageId {
     }
 }
 
-/// Whose namespace an event id lives in (SPEC §2: "client event ids live in
+/// Whose namespace an event id lives in (docs/protocol.md §2: "client event ids live in
 /// their own namespace: they can never collide with ids the service makes for
 /// timers or notices"). The space follows from the kind of input, which no
 /// caller can choose, so an agent `eventId` of `timer:…`, `undeliverable:…`

@@ -134,7 +134,7 @@ impl ValidationErrors {
 
 /// PostgreSQL refuses U+0000 in `text` and in `jsonb` (as the JSON escape `\u0000`), and the
 /// worker stores every accepted body in one or the other, so a NUL would turn
-/// a `200` into a dead-lettered event (SPEC §6: "bad input gets a clear 4xx").
+/// a `200` into a dead-lettered event (docs/protocol.md §6: "bad input gets a clear 4xx").
 pub const NUL: char = '\u{0}';
 
 /// Reports a string that the database could not store, against `field`.

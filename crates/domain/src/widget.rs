@@ -65,7 +65,7 @@ pub enum WidgetEvent {
         /// Why.
         reason: EndReason,
     },
-    /// A visitor message or `end` was refused (SPEC §5: every rejection is
+    /// A visitor message or `end` was refused (docs/protocol.md §5: every rejection is
     /// reported): the held queue is full, or there is no escalation to end
     /// or write to.
     VisitorRejected {

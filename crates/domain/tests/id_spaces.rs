@@ -1,4 +1,4 @@
-//! Event ids live in namespaces (SPEC §2): a client's id that equals one the
+//! Event ids live in namespaces (docs/protocol.md §2): a client's id that equals one the
 //! service made (a fired timer's, a delivery notice's, a visitor message's)
 //! is not a repeat of it, in the state machine's own dedupe window either.
 

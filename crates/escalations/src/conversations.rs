@@ -124,7 +124,7 @@ pub async fn timeline(store: &Store, key: &ConvKey) -> anyhow::Result<Vec<Entry>
     for widget in store.widget_events(key, 0).await.context("reading widget events")? {
         let mut detail = json!({ "sequence": widget.sequence, "type": widget.event.name(), "escalationId": widget.escalation_id.as_str() });
         let mut text = format!("#{} {}", widget.sequence, widget.event.name());
-        // A refused visitor message or end says why (SPEC §5).
+        // A refused visitor message or end says why (docs/protocol.md §5).
         if let WidgetEvent::VisitorRejected { code, message_id } = &widget.event {
             text.push_str(&format!(" {}", code.as_str()));
             detail["code"] = json!(code.as_str());

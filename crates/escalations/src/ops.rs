@@ -10,7 +10,7 @@ use store::Store;
 /// Connects to the configured database and schema.
 pub fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
     let db = &settings.database;
-    Store::connect(&db.url, &db.schema, db.pool_size)
+    Store::connect_for_batches(&db.url, &db.schema, db.pool_size)
         .with_context(|| format!("connecting to PostgreSQL at {}", settings::redact_url(&db.url)))
 }
 

@@ -126,7 +126,7 @@ async fn seed(store: &Store) -> Vec<((String, u64), i64)> {
         escalation_id: EscalationId::parse("esc-1").expect("id"),
         event: WidgetEvent::EscalationRequested,
     };
-    // A refused visitor message (SPEC §5: reported, and in the timeline).
+    // A refused visitor message (docs/protocol.md §5: reported, and in the timeline).
     let refused = WidgetEnvelope {
         sequence: 2,
         timestamp: earlier,

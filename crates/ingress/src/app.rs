@@ -114,7 +114,7 @@ impl AppState {
     }
 
     /// Takes a token from the visitor bucket of `conversation` (`messages`,
-    /// `end`), or answers `429`; the bot's budget is not touched (SPEC §3).
+    /// `end`), or answers `429`; the bot's budget is not touched (docs/protocol.md §3).
     pub fn check_visitor_rate(&self, bot: &str, conversation: &str) -> Result<(), ApiError> {
         self.0.limiter.check_visitor(bot, conversation).map_err(|wait| {
             tracing::debug!(bot, ?wait, "visitor rate limited");

@@ -1,4 +1,4 @@
-//! Whose budget a request spends (issue 11, SPEC §3): the bot platform's
+//! Whose budget a request spends (issue 11, docs/protocol.md §3): the bot platform's
 //! `escalate` and the agent API have the bot's; visitors' `messages` and `end`
 //! are limited per conversation (one widget token's) and stream opens per
 //! conversation and per instance, so one visitor never exhausts the bot's

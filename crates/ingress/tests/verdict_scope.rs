@@ -1,5 +1,5 @@
 //! `Prefer: wait` verdicts are scoped to the caller's conversation (issue 11,
-//! SPEC §3: nobody learns anything of a conversation they were not given).
+//! docs/protocol.md §3: nobody learns anything of a conversation they were not given).
 //! Event ids are the callers' own, so two bots, or two conversations of one
 //! bot, may use the same one: neither the live waiters nor the fallback read
 //! of the event log may hand one of them the other's verdict.
@@ -43,7 +43,7 @@ async fn a_verdict_resolves_only_the_waiters_of_its_own_conversation() {
     let mine = hub.expect_verdict("acme", "c1", &same);
     let other_bot = hub.expect_verdict("other", "c1", &same);
     let other_conversation = hub.expect_verdict("acme", "c2", &same);
-    // Our own id space is not the caller's (SPEC §2).
+    // Our own id space is not the caller's (docs/protocol.md §2).
     let system = ScopedEventId(IdSpace::System, EventId::parse("same-id").expect("id"));
     let ours = hub.expect_verdict("acme", "c1", &system);
 

@@ -163,7 +163,7 @@ pub struct WidgetConfig {
     /// escalation TTL).
     pub token_ttl_secs: u64,
     /// Visitor `messages` and `end` per second of one conversation (one widget token's),
-    /// sustained (SPEC §3: visitors never spend the bot's budget or each other's).
+    /// sustained (docs/protocol.md §3: visitors never spend the bot's budget or each other's).
     /// At least 1. Default 5.
     pub visitor_rate_per_sec: u32,
     /// Visitor `messages` and `end` one conversation may send at once. At least 1. Default 20.

@@ -1,4 +1,4 @@
--- Version 4: event ids in namespaces (SPEC §2: "client event ids live in
+-- Version 4: event ids in namespaces (docs/protocol.md §2: "client event ids live in
 -- their own namespace: they can never collide with ids the service makes for
 -- timers or notices"). An agent event id `timer:…` or `vm:…` and one of ours
 -- are different events: the dedupe key is (bot, conversation, space, id).

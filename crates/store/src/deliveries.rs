@@ -1,6 +1,6 @@
 //! What the worker hands on: `widget_events` (the widget stream, which the SSE
-//! endpoint replays after `Last-Event-ID`, SPEC §3) and `webhook_deliveries`
-//! (the webhook outbox, SPEC §4).
+//! endpoint replays after `Last-Event-ID`, docs/protocol.md §3) and `webhook_deliveries`
+//! (the webhook outbox, docs/protocol.md §4).
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;

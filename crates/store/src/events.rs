@@ -202,7 +202,7 @@ impl Store {
     /// `GET /agent/converse/events/{eventId}`). Event ids are unique per
     /// conversation; should two conversations share one, the first recorded wins.
     /// Only the agent's namespace is searched: the caller's ids, never ours
-    /// (SPEC §2), so `timer:…` names the caller's event of that id, if any.
+    /// (docs/protocol.md §2), so `timer:…` names the caller's event of that id, if any.
     pub async fn event(&self, bot_id: &BotId, event_id: &EventId) -> Result<Option<EventRecord>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM {{schema}}.events

@@ -44,19 +44,14 @@ const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
 impl Store {
     /// Builds a pool of at most `pool_size` connections to `url`, working in
     /// `schema`. Connects lazily: nothing is opened until the first query.
-    ///
-    /// On every connection the planner never scans a table or hashes or
-    /// merges a join if it can probe an index instead (see
-    /// [`Store::connect_for_batches`] for why): every statement of ours looks
-    /// rows up by key or walks an index with a limit, and none may depend on
-    /// `ANALYZE` having run. The dispatcher's claims over a large outbox and
-    /// the operator's queries need this as much as the worker's batches.
     pub fn connect(url: &str, schema: &str, pool_size: usize) -> Result<Store> {
-        Self::connect_with(url, schema, pool_size, KEYED_ONLY)
+        Self::connect_with(url, schema, pool_size, "")
     }
 
-    /// Like [`Store::connect`] (the same planner settings), for the worker's
-    /// batch transactions.
+    /// Like [`Store::connect`], for the worker's batch transactions, the
+    /// webhook dispatcher and the operator's queries over large tables: the
+    /// planner never scans a table or hashes or merges a join on these
+    /// connections if it can probe an index instead.
     ///
     /// Every batch statement looks rows up by primary key. Its plan is cached
     /// per connection, and a plan made while a table was empty (a fresh
@@ -64,7 +59,9 @@ impl Store {
     /// which the connection keeps as the table grows, until the next ANALYZE
     /// replans it: each batch then reads every row. Measured on a fresh
     /// schema with 5,000 conversations, that took most of the database's CPU
-    /// and tripled the stream latency (docs/benchmarks.md).
+    /// and tripled the stream latency (docs/benchmarks.md). The dispatcher's
+    /// claims and the operator's queries walk indexes with limits
+    /// (`tests/outbox_plans.rs`) and must never be planned otherwise.
     pub fn connect_for_batches(url: &str, schema: &str, pool_size: usize) -> Result<Store> {
         Self::connect_with(url, schema, pool_size, KEYED_ONLY)
     }

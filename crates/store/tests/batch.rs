@@ -75,7 +75,7 @@ async fn batch_functions_round_trip() {
             (a.clone(), sys("e3")),
             (b.clone(), sys("e1")),
             (unknown.clone(), sys("e1")),
-            // The same id in our namespace is another event (SPEC §2).
+            // The same id in our namespace is another event (docs/protocol.md §2).
             (a.clone(), ScopedEventId(IdSpace::System, event_id("e1"))),
         ];
         let applied = applied_event_ids(&tx, &asked).await.expect("applied ids");

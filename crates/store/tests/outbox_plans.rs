@@ -98,8 +98,9 @@ fn assert_bounded(what: &str, touched: i64, returned: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatcher_and_operator_queries_stay_bounded_on_a_large_never_analyzed_outbox() {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    // One connection: every call runs on the backend that is flushed.
-    let store = Store::connect(&database_url(), &schema, 1).expect("connect");
+    // One connection, as the dispatcher and the CLI open them: every call
+    // runs on the backend that is flushed.
+    let store = Store::connect_for_batches(&database_url(), &schema, 1).expect("connect");
     store.migrate().await.expect("migrate");
     let outcome = tokio::spawn(scenario(store.clone())).await;
     store.drop_schema().await.expect("drop schema");

@@ -62,7 +62,7 @@ pub async fn apply_batch(
     let mut keys: Vec<ConvKey> = batch.iter().map(ConvKey::from).collect();
     keys.sort();
     keys.dedup();
-    // Namespaced (SPEC §2): a client's `timer:…` id is not our timer's.
+    // Namespaced (docs/protocol.md §2): a client's `timer:…` id is not our timer's.
     let ids: Vec<(ConvKey, ScopedEventId)> =
         batch.iter().map(|e| (ConvKey::from(e), e.command.scoped_id())).collect();
     // BEGIN and both reads in one round trip: the client pipelines

@@ -171,12 +171,14 @@ async fn a_delivery_committed_elsewhere_is_sent_before_the_next_poll() {
         receiver.always(200);
         let settings = settings(vec![bot("told", &receiver.url(), &[secret(1)])]);
         // Polls once at start, then not for a minute, and nothing in this
-        // process wakes it: only the worker's NOTIFY, heard through LISTEN.
+        // process wakes it: only the NOTIFY a worker sends after its commit,
+        // heard through LISTEN.
         let config = delivery::DispatcherConfig { poll_interval: Duration::from_secs(60), ..fast_config() };
         let running = start(&settings, &store, None, config);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let started = std::time::Instant::now();
         insert(&store, &[(key("told", "c"), message(1, "x"))]).await;
+        store.announce_outbox().await.expect("notify");
         eventually(Duration::from_secs(5), "the delivery after the notification", || async {
             receiver.count() == 1
         })

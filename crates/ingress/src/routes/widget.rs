@@ -79,7 +79,7 @@ pub async fn escalate(
     let span = Span::current();
     let bot = authenticate_bot(app.settings(), &headers)?;
     span.record("bot_id", bot.id.as_str());
-    // The bot platform's own budget: visitors cannot spend it (SPEC §3).
+    // The bot platform's own budget: visitors cannot spend it (docs/protocol.md §3).
     app.check_rate(&bot.id, Scope::Escalate)?;
 
     let mut errors = ValidationErrors::default();
@@ -208,7 +208,7 @@ pub async fn end(
 }
 
 /// Widget token for the path's conversation, then that conversation's visitor
-/// rate limit (never the bot's budget, SPEC §3).
+/// rate limit (never the bot's budget, docs/protocol.md §3).
 /// An undecodable path cannot match any token, so it is a `401` too.
 fn authenticate_visitor(
     app: &AppState,
