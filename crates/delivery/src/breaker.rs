@@ -6,8 +6,9 @@
 //! for the endpoint. Half-open: one probe goes, the rest wait; the probe's
 //! success closes it, its failure opens it again for a longer cooldown.
 //!
-//! The first cooldown is short (1 s) so that an endpoint back after a blip is
-//! found at once; each failed probe makes the next a quarter longer, up to the
+//! The first cooldown is short (1 s) and stays so for ten failed probes, so
+//! that an endpoint back after a blip or a restart is found within a second;
+//! after that each failed probe makes the next a quarter longer, up to the
 //! configured cap, so one that stays down costs a probe every cap seconds.
 //!
 //! A failure is an outcome worth retrying (5xx, 408/425/429, timeout,
@@ -20,6 +21,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 /// The first cooldown of a breaker that opens.
 const FIRST_COOLDOWN: TimeDelta = TimeDelta::seconds(1);
+/// Failed probes at the first cooldown before it starts to grow: an endpoint
+/// back within about ten seconds (a deploy, a restart) is found within a
+/// second; one that stays down soon costs a probe per cap.
+const FLAT_PROBES: u32 = 10;
 
 /// The breaker's state, also the `escalations_webhook_endpoint_state` gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +82,8 @@ pub struct Breaker {
     /// While half-open, how long the others wait for the probe.
     probe_wait: TimeDelta,
     failures: u32,
+    /// Failed probes since the endpoint last answered.
+    failed_probes: u32,
     open_until: Option<DateTime<Utc>>,
     probing: bool,
 }
@@ -95,6 +102,7 @@ impl Breaker {
             max,
             probe_wait: initial.min(TimeDelta::seconds(1)),
             failures: 0,
+            failed_probes: 0,
             open_until: None,
             probing: false,
         }
@@ -132,6 +140,7 @@ impl Breaker {
         match signal {
             Signal::Alive => {
                 self.failures = 0;
+                self.failed_probes = 0;
                 self.cooldown = self.initial;
                 self.open_until.take().is_some()
             }
@@ -140,8 +149,11 @@ impl Breaker {
                 // A failed probe reopens at once, for longer; otherwise the
                 // threshold applies (attempts sent before it opened still report).
                 if probe {
-                    self.cooldown =
-                        TimeDelta::milliseconds(self.cooldown.num_milliseconds() * 5 / 4).min(self.max);
+                    self.failed_probes = self.failed_probes.saturating_add(1);
+                    if self.failed_probes > FLAT_PROBES {
+                        self.cooldown =
+                            TimeDelta::milliseconds(self.cooldown.num_milliseconds() * 5 / 4).min(self.max);
+                    }
                     self.open_until = Some(now + self.cooldown);
                 } else if self.open_until.is_none() && self.failures >= self.threshold {
                     self.open_until = Some(now + self.cooldown);
@@ -183,21 +195,31 @@ mod tests {
         assert_eq!(breaker.state(t(11)), State::HalfOpen);
         assert_eq!(breaker.admit(t(11)), Admission::Probe);
         assert!(matches!(breaker.admit(t(11)), Admission::Defer(_)));
-        // Each failed probe reopens it for a quarter longer.
-        assert!(!breaker.record(Signal::Failed, true, t(11)));
-        assert_eq!(breaker.admit(t(11)), Admission::Defer(ms(11_000 + 1_250)));
-        assert_eq!(breaker.admit(ms(12_250)), Admission::Probe);
-        breaker.record(Signal::Failed, true, ms(12_250));
-        assert_eq!(breaker.admit(ms(12_250)), Admission::Defer(ms(12_250 + 1_562)));
-        // A successful probe closes it, says so, and resets the cooldown.
-        assert_eq!(breaker.admit(ms(13_812)), Admission::Probe);
-        assert!(breaker.record(Signal::Alive, true, ms(13_812)));
-        assert_eq!(breaker.state(ms(13_812)), State::Closed);
-        assert_eq!(breaker.admit(ms(13_812)), Admission::Send);
-        for _ in 0..3 {
-            breaker.record(Signal::Failed, false, t(20));
+        // Ten failed probes keep the first cooldown; then each makes the next
+        // a quarter longer.
+        let mut now = t(11);
+        for _ in 0..10 {
+            assert!(!breaker.record(Signal::Failed, true, now));
+            assert_eq!(breaker.admit(now), Admission::Defer(now + TimeDelta::seconds(1)));
+            now += TimeDelta::seconds(1);
+            assert_eq!(breaker.admit(now), Admission::Probe);
         }
-        assert_eq!(breaker.admit(t(20)), Admission::Defer(t(21)));
+        breaker.record(Signal::Failed, true, now);
+        assert_eq!(breaker.admit(now), Admission::Defer(now + TimeDelta::milliseconds(1_250)));
+        now += TimeDelta::milliseconds(1_250);
+        assert_eq!(breaker.admit(now), Admission::Probe);
+        breaker.record(Signal::Failed, true, now);
+        assert_eq!(breaker.admit(now), Admission::Defer(now + TimeDelta::milliseconds(1_562)));
+        now += TimeDelta::milliseconds(1_562);
+        // A successful probe closes it, says so, and resets the cooldown.
+        assert_eq!(breaker.admit(now), Admission::Probe);
+        assert!(breaker.record(Signal::Alive, true, now));
+        assert_eq!(breaker.state(now), State::Closed);
+        assert_eq!(breaker.admit(now), Admission::Send);
+        for _ in 0..3 {
+            breaker.record(Signal::Failed, false, now);
+        }
+        assert_eq!(breaker.admit(now), Admission::Defer(now + TimeDelta::seconds(1)));
     }
 
     #[test]
@@ -205,7 +227,7 @@ mod tests {
         let mut breaker = Breaker::new(1, Duration::from_secs(3));
         breaker.record(Signal::Failed, false, t(0));
         let mut now = t(0);
-        for _ in 0..20 {
+        for _ in 0..40 {
             let Admission::Defer(until) = breaker.admit(now) else { panic!("open") };
             now = until;
             assert_eq!(breaker.admit(now), Admission::Probe);

@@ -218,8 +218,8 @@ pub struct WebhookConfig {
     /// Default 5.
     pub breaker_failures: u32,
     /// The longest an open breaker waits before letting one probe through, in seconds.
-    /// The first wait is 1 s (or this, if smaller) and grows by a quarter after each failed
-    /// probe, up to this; once a probe succeeds the backlog moves at once. At least 1.
+    /// The first wait is 1 s (or this, if smaller); after ten failed probes it grows by a
+    /// quarter per failed probe, up to this; once a probe succeeds the backlog moves at once. At least 1.
     /// Default 30.
     pub breaker_cooldown_secs: u64,
 }
