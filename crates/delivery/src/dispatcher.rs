@@ -284,8 +284,7 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         let claimed = self.shared.store.claim_deliveries(&self.shared.claimer, &groups, self.lease).await?;
         let count = claimed.len();
-        let caps: Vec<u32> = groups.iter().map(|g| g.cap).collect();
-        tracing::debug!(count, ?caps, ms = started.elapsed().as_secs_f64() * 1e3, "claim round");
+        tracing::debug!(count, ms = started.elapsed().as_secs_f64() * 1e3, "claim round");
         for delivery in claimed.deliveries {
             let Some(target) = self.targets.get(delivery.key.bot_id.as_str()).cloned() else { continue };
             let guard = match &target.endpoint {
