@@ -395,11 +395,10 @@ async fn escalating_again_while_live_answers_the_live_escalation() {
     assert_eq!(stored.state.escalation.expect("escalation").id.as_str(), fresh.as_str());
     // The verdicts came straight back from the worker (`reply_to`), not from
     // the event log after the wait ran out.
-    let metrics = sys.http.get(format!("{}/metrics", sys.base)).send().await.expect("metrics");
-    let text = metrics.text().await.expect("text");
+    let text = ingress::metrics::install().render();
     let replies: f64 = text
         .lines()
-        .find(|l| l.starts_with("ingress_live_messages_total") && l.contains("outcome=\"verdict\""))
+        .find(|l| l.starts_with("escalations_ingress_live_messages_total") && l.contains("outcome=\"verdict\""))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(replies >= 5.0, "verdicts answered through reply_to: {replies}");

@@ -156,7 +156,7 @@ async fn a_stream_keeps_receiving_after_the_live_connection_drops() {
     let (_, token) = sys.escalate(conv).await;
     let mut stream = sys.stream(&sys.base, conv, &token, None).await.expect("stream opens");
     assert_eq!(ids(&stream.take(1, WAIT).await), [1]);
-    let reconnects = sys.counter("ingress_live_reconnects_total").await;
+    let reconnects = sys.counter("escalations_ingress_live_reconnects_total").await;
 
     assert_eq!(sys.close_live_connections().await, 1, "the hub's connection is found by its name");
     // Posted at once: some land while the hub is disconnected, some after.
@@ -171,7 +171,7 @@ async fn a_stream_keeps_receiving_after_the_live_connection_drops() {
     let positions: Vec<_> = after.iter().map(|e| e.data["queuePosition"].clone()).collect();
     assert_eq!(positions, [1, 2, 3, 4, 5]);
     e2e::eventually("the hub counts its reconnect", QUICK, || async {
-        (sys.counter("ingress_live_reconnects_total").await > reconnects).then_some(())
+        (sys.counter("escalations_ingress_live_reconnects_total").await > reconnects).then_some(())
     })
     .await;
 

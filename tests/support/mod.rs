@@ -222,18 +222,10 @@ impl System {
         pids.len()
     }
 
-    /// The value of the counter `name` (no labels) on the ingress's
-    /// `/metrics`; `0` if it was never incremented.
+    /// The value of the counter `name` (no labels) in the process's metrics
+    /// (what an admin listener's `/metrics` shows); `0` if it was never incremented.
     pub async fn counter(&self, name: &str) -> u64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("body");
+        let text = ingress::metrics::install().render();
         text.lines()
             .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .find_map(|value| value.trim().parse::<f64>().ok())

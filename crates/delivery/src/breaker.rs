@@ -38,12 +38,12 @@ pub enum State {
 }
 
 impl State {
-    /// Gauge value: 0 closed, 1 half-open, 2 open.
-    pub fn gauge(self) -> f64 {
+    /// The `state` label of the breaker gauge: `closed`, `half_open`, `open`.
+    pub fn label(self) -> &'static str {
         match self {
-            State::Closed => 0.0,
-            State::HalfOpen => 1.0,
-            State::Open => 2.0,
+            State::Closed => "closed",
+            State::HalfOpen => "half_open",
+            State::Open => "open",
         }
     }
 }

@@ -13,8 +13,9 @@ pub const ATTEMPTS_TOTAL: &str = "escalations_webhook_attempts_total";
 pub const DEAD_LETTERS_TOTAL: &str = "escalations_webhook_dead_letters_total";
 /// Time from sending an attempt to its response or failure.
 pub const LATENCY_SECONDS: &str = "escalations_webhook_latency_seconds";
-/// Breaker state of each bot's endpoint: 0 closed, 1 half-open, 2 open.
-pub const ENDPOINT_STATE: &str = "escalations_webhook_endpoint_state";
+/// Breaker state of each bot's endpoint, one series per `state` (`closed`,
+/// `half_open`, `open`): 1 for the state it is in, 0 for the others.
+pub const ENDPOINT_STATE: &str = "escalations_webhook_breaker_state";
 
 /// Pending deliveries of a bot that is not configured here (never claimed).
 pub const UNCONFIGURED_PENDING: &str = "escalations_webhook_unconfigured_pending";
@@ -29,9 +30,9 @@ pub fn describe_metrics() {
     describe_counter!(ATTEMPTS_TOTAL, "Webhook delivery attempts, by event type and outcome.");
     describe_counter!(DEAD_LETTERS_TOTAL, "Webhook deliveries dead-lettered, by reason.");
     describe_histogram!(LATENCY_SECONDS, Unit::Seconds, "Webhook attempt latency, to response or failure.");
-    describe_gauge!(ENDPOINT_STATE, "Circuit breaker of a bot's endpoint: 0 closed, 1 half-open, 2 open.");
+    describe_gauge!(ENDPOINT_STATE, "Circuit breaker of a bot's endpoint: 1 for the state it is in, by state.");
     describe_counter!(CLAIMED_TOTAL, "Webhook deliveries claimed by this dispatcher.");
-    describe_histogram!(SETTLE_BATCH_SIZE, "Webhook settlements committed per transaction.");
+    describe_histogram!(SETTLE_BATCH_SIZE, Unit::Count, "Webhook settlements committed per transaction.");
     describe_gauge!(UNCONFIGURED_PENDING, "Pending deliveries of a bot missing from the configuration.");
 }
 
@@ -60,6 +61,12 @@ pub(crate) fn record_dead_letter(reason: &'static str) {
     counter!(DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
 }
 
+/// One series per state, so `sum by (state)` counts endpoints in each and an
+/// alert on `state="open"` needs no magic numbers. Bot ids come from the
+/// configuration: bounded.
 pub(crate) fn set_endpoint_state(bot: &str, state: State) {
-    gauge!(ENDPOINT_STATE, "bot" => bot.to_owned()).set(state.gauge());
+    for each in [State::Closed, State::HalfOpen, State::Open] {
+        let value = if each == state { 1.0 } else { 0.0 };
+        gauge!(ENDPOINT_STATE, "bot" => bot.to_owned(), "state" => each.label()).set(value);
+    }
 }

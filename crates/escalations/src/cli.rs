@@ -4,9 +4,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Exit codes, shown under every command's `--help` (docs/operations.md).
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  refused or failed: not a dead letter, --yes missing, a role stopped on an error
+  2  usage: bad arguments or filter values, invalid settings
+  3  not found: no such dead letter, delivery or conversation
+  4  infrastructure: PostgreSQL or RabbitMQ unreachable or failing";
+
 /// Widget escalations: relay between a chatbot's widget and a contact centre's agents.
 #[derive(Debug, Parser)]
-#[command(name = "escalations", version, about)]
+#[command(name = "escalations", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Settings file (TOML). Without it: defaults, then `ESCALATIONS__*` variables.
     #[arg(long, short, global = true, env = "ESCALATIONS_CONFIG")]
@@ -20,16 +28,24 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP ingress (agent API, widget writes, health, metrics).
+    /// Run the HTTP ingress (agent API, widget API, health) and its admin
+    /// listener (`[admin]`, default port 9180: health, readiness, metrics, operations API).
     Ingress,
-    /// Run a worker: consume its share of the shards, apply, commit, fire timers.
+    /// Run a worker (consume its share of the shards, apply, commit, fire
+    /// timers, send webhooks) and its admin listener (default port 9181).
     Worker,
-    /// Run the ingress and a worker in one process (development, small sites).
+    /// Run the ingress and a worker in one process (development, small sites),
+    /// with one admin listener (default port 9182).
     All,
     /// Create or upgrade the PostgreSQL schema (idempotent; safe to run concurrently).
     Migrate,
-    /// Show which worker holds which shard, and which workers are alive.
-    Shards,
+    /// Show which worker holds which shard, and which workers are alive
+    /// (a heartbeat within `worker.lease_ttl_ms`).
+    Shards {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Declare or delete the RabbitMQ exchanges and queues.
     Topology {
         /// declare (default) or delete.
@@ -106,7 +122,8 @@ pub enum DeadEventsAction {
 /// `config` actions.
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
-    /// Load and validate; print every problem, or the effective settings.
+    /// Load and validate; print every problem, or the effective settings as
+    /// TOML with every secret shown as "***".
     Check,
 }
 
@@ -119,7 +136,8 @@ pub struct DlqFilterArgs {
     /// Only this conversation's (platformConversationId).
     #[arg(long, value_name = "CONVERSATION")]
     pub conversation: Option<String>,
-    /// Only those given up for this reason: final_status, out_of_budget or no_endpoint.
+    /// Only those given up for this reason: final_status, out_of_budget, no_endpoint,
+    /// escalation_ended or undecodable.
     #[arg(long, value_name = "REASON")]
     pub reason: Option<String>,
     /// Dead-lettered at or after this time: RFC 3339 (2025-01-02T03:04:05Z) or a
@@ -166,6 +184,9 @@ pub enum DlqAction {
         /// Replay the matches (without it, only list what would be replayed).
         #[arg(long)]
         yes: bool,
+        /// Print the result as JSON (what the admin API answers).
+        #[arg(long)]
+        json: bool,
     },
     /// Mark a dead letter skipped: kept in the history, never sent.
     Skip {

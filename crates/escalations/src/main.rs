@@ -1,4 +1,7 @@
 //! `escalations`: the one binary. Arguments → settings → telemetry → the command.
+//! Every role serves its admin listener beside it (`admin`); the operator
+//! commands call the operations the admin API calls and render the results.
+//! Failures exit with a code that tells their kind (`admin::error::exit`).
 
 mod cli;
 mod conversations;
@@ -9,57 +12,103 @@ mod shutdown;
 mod telemetry;
 mod topology;
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
+use admin::error::exit;
 use clap::Parser;
 use cli::{Cli, Command, ConfigAction, ConversationsAction};
-use settings::Settings;
+use settings::{Role, Settings};
 use shutdown::{shutdown_on_signal, stop_all_after};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    // Usage errors exit 2 here, from clap.
     let cli = Cli::parse();
     // Settings problems are reported plainly, one `key: problem` line each,
     // before any logging is set up.
-    let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
-    if let Command::Config { action: None | Some(ConfigAction::Check) } = cli.command {
-        println!("settings are valid:\n{settings:#?}");
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: loading settings: {error}");
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    };
+    match run(cli.command, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code(&error) as u8)
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Config { action: None | Some(ConfigAction::Check) } = command {
+        print!("# settings are valid; secrets are shown as \"***\"\n{}", settings.to_redacted_toml()?);
         return Ok(());
     }
     telemetry::init(&settings.log);
-    match cli.command {
-        Command::Topology { action } => topology::run(&settings, action).await,
-        Command::Ingress => ingress::run(settings, shutdown_on_signal()).await,
-        Command::Worker => worker_and_dispatcher(&settings, &shutdown_on_signal()).await,
+    let settings = &settings;
+    match command {
+        Command::Topology { action } => topology::run(settings, action).await,
+        Command::Ingress => {
+            with_admin(settings, Role::Ingress, |shutdown| ingress::run(settings.clone(), shutdown)).await
+        }
+        Command::Worker => {
+            with_admin(settings, Role::Worker, |shutdown| async move {
+                worker_and_dispatcher(settings, &shutdown).await
+            })
+            .await
+        }
         Command::All => {
             // The all-in-one mode is for development and small sites: bring the
             // schema up to date first, as `escalations migrate` would.
-            ops::migrate(&settings).await?;
-            let shutdown = shutdown_on_signal();
-            let (ingress, workers) = tokio::join!(
-                stop_all_after(&shutdown, ingress::run(settings.clone(), shutdown.clone())),
-                worker_and_dispatcher(&settings, &shutdown),
-            );
-            ingress.and(workers)
+            ops::migrate(settings).await?;
+            with_admin(settings, Role::All, |shutdown| async move {
+                let (ingress, workers) = tokio::join!(
+                    stop_all_after(&shutdown, ingress::run(settings.clone(), shutdown.clone())),
+                    worker_and_dispatcher(settings, &shutdown),
+                );
+                ingress.and(workers)
+            })
+            .await
         }
         Command::Dlq { action } => {
-            let store = ops::connect_store(&settings)?;
+            let store = ops::connect_store(settings)?;
             dlq::run(&store, action, &mut std::io::stdout().lock()).await
         }
         Command::DeadEvents { action } => {
-            dead_events::run(&settings, action, &mut std::io::stdout().lock()).await
+            dead_events::run(settings, action, &mut std::io::stdout().lock()).await
         }
         Command::Conversations { action: ConversationsAction::Show { bot, conversation, json } } => {
-            let store = ops::connect_store(&settings)?;
+            let store = ops::connect_store(settings)?;
             conversations::show(&store, &bot, &conversation, json, &mut std::io::stdout().lock()).await
         }
-        Command::Migrate => ops::migrate(&settings).await,
-        Command::Shards => ops::shards(&settings).await,
+        Command::Migrate => ops::migrate(settings).await,
+        Command::Shards { json } => ops::shards(settings, json).await,
         Command::Config { .. } => Ok(()),
     }
+}
+
+/// Runs a role beside its admin listener until a signal, or until either
+/// stops (which stops the other). The admin address is bound first, so a
+/// taken address fails the start at once, naming `admin.bind`.
+async fn with_admin<F, Fut>(settings: &Settings, role: Role, role_task: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let listener = admin::bind(settings, role).await?;
+    let shutdown = shutdown_on_signal();
+    let admin_task = admin::run(listener, settings.clone(), role, shutdown.clone());
+    let (role_result, admin_result) = tokio::join!(
+        stop_all_after(&shutdown, role_task(shutdown.clone())),
+        stop_all_after(&shutdown, async { admin_task.await.map_err(anyhow::Error::from) }),
+    );
+    role_result.and(admin_result)
 }
 
 /// The worker and the webhook dispatcher of one process: whichever stops first
@@ -75,4 +124,21 @@ async fn worker_and_dispatcher(settings: &Settings, shutdown: &CancellationToken
         stop_all_after(shutdown, delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))),
     );
     worker.and(delivery)
+}
+
+/// The exit code of a failure: its kind if an operation said, 2 for
+/// settings, 4 for the database or the broker, 1 otherwise.
+fn exit_code(error: &anyhow::Error) -> i32 {
+    for cause in error.chain() {
+        if let Some(ops) = cause.downcast_ref::<admin::OpsError>() {
+            return ops.exit_code();
+        }
+        if cause.is::<settings::Error>() {
+            return exit::USAGE;
+        }
+        if cause.is::<store::Error>() || cause.is::<lapin::Error>() || cause.is::<broker::Error>() {
+            return exit::UNAVAILABLE;
+        }
+    }
+    exit::FAILED
 }

@@ -68,9 +68,51 @@ fn ok(output: &Output) -> String {
     stdout(output)
 }
 
-fn fails(output: &Output, message: &str) {
-    assert_eq!(output.status.code(), Some(1), "expected exit code 1");
+/// Fails with exit `code` (2 usage, 3 not found, 1 refused) and `message` on stderr.
+fn fails(output: &Output, code: i32, message: &str) {
+    assert_eq!(output.status.code(), Some(code), "expected exit code {code}");
     assert!(stderr(output).contains(message), "stderr {:?} should contain {message:?}", stderr(output));
+}
+
+#[test]
+fn exit_codes_tell_infrastructure_and_settings_failures_apart() {
+    // Nothing listens on port 1: PostgreSQL unreachable.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_escalations"))
+        .args(["dlq", "list"])
+        .env_remove("ESCALATIONS_CONFIG")
+        .env("ESCALATIONS__DATABASE__URL", "postgres://postgres@127.0.0.1:1/postgres")
+        .env("ESCALATIONS__WIDGET__TOKEN_SECRET", "a-test-key-of-at-least-32-bytes!!")
+        .env("ESCALATIONS__LOG__FILTER", "off")
+        .output()
+        .expect("run escalations");
+    fails(&output, 4, "listing dead letters");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_escalations"))
+        .args(["dlq", "list"])
+        .env_remove("ESCALATIONS_CONFIG")
+        .env("ESCALATIONS__WORKER__RENEW_EVERY_MS", "9000")
+        .env("ESCALATIONS__WIDGET__TOKEN_SECRET", "a-test-key-of-at-least-32-bytes!!")
+        .output()
+        .expect("run escalations");
+    fails(&output, 2, "worker.renew_every_ms");
+}
+
+#[test]
+fn config_check_prints_toml_without_secrets() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_escalations"))
+        .args(["config", "check"])
+        .env_remove("ESCALATIONS_CONFIG")
+        .env("ESCALATIONS__DATABASE__URL", "postgres://postgres:db-password@127.0.0.1:5432/postgres")
+        .env("ESCALATIONS__ADMIN__TOKEN", "admin-token-0123456789")
+        .env("ESCALATIONS__WORKER__LEASE_TTL_MS", "7000")
+        .env("ESCALATIONS__WIDGET__TOKEN_SECRET", "a-test-key-of-at-least-32-bytes!!")
+        .output()
+        .expect("run escalations");
+    let text = ok(&output);
+    for secret in ["db-password", "admin-token-0123456789", "a-test-key"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(text.contains("[worker]") && text.contains("lease_ttl_ms = 7000"), "{text}");
+    assert!(text.contains("token = \"***\""), "{text}");
 }
 
 /// acme/conv-1: #1 dead (out of budget, two attempts), #2 delivered, #3 dead
@@ -215,14 +257,17 @@ async fn commands(store: Store, schema: String) {
     // Bad filters name the flag and the expected format.
     fails(
         &cli(s, &["dlq", "list", "--since", "yesterday"]),
-        "invalid --since \"yesterday\": expected an RFC 3339 time",
+        2,
+        "invalid since \"yesterday\": expected an RFC 3339 time",
     );
-    fails(&cli(s, &["dlq", "list", "--until", "5x"]), "invalid --until \"5x\"");
+    fails(&cli(s, &["dlq", "list", "--until", "5x"]), 2, "invalid until \"5x\"");
     fails(
         &cli(s, &["dlq", "list", "--reason", "bored"]),
-        "invalid --reason \"bored\": expected one of final_status, out_of_budget, no_endpoint",
+        2,
+        "invalid reason \"bored\": expected one of final_status, out_of_budget, no_endpoint",
     );
-    fails(&cli(s, &["dlq", "list", "--since", "1h", "--until", "2h"]), "--since");
+    fails(&cli(s, &["dlq", "list", "--since", "1h", "--until", "2h"]), 2, "must be before until");
+    fails(&cli(s, &["dlq", "list", "--limit", "many"]), 2, "invalid value 'many'");
 
     // show: payload and every attempt; unknown ids.
     let shown = ok(&cli(s, &["dlq", "show", &c1_1.to_string()]));
@@ -235,7 +280,7 @@ async fn commands(store: Store, schema: String) {
         serde_json::from_str(&ok(&cli(s, &["dlq", "show", &c1_1.to_string(), "--json"]))).expect("json");
     assert_eq!(json["attempts"].as_array().map(Vec::len), Some(2));
     assert_eq!(json["payload"]["data"]["sequence"], 1);
-    fails(&cli(s, &["dlq", "show", "999999"]), "dead letter 999999 not found");
+    fails(&cli(s, &["dlq", "show", "999999"]), 3, "dead letter 999999 not found");
 
     // Bulk replay: a dry run first, nothing changes; then --yes.
     let dry = ok(&cli(s, &["dlq", "replay", "--bot", "acme"]));
@@ -256,11 +301,13 @@ async fn commands(store: Store, schema: String) {
     ok(&cli(s, &["dlq", "replay", &c9_1.to_string()]));
     fails(
         &cli(s, &["dlq", "replay", &c9_1.to_string()]),
+        1,
         &format!("delivery {c9_1} is pending, not a dead letter"),
     );
-    fails(&cli(s, &["dlq", "replay", "424242"]), "dead letter 424242 not found");
+    fails(&cli(s, &["dlq", "replay", "424242"]), 3, "dead letter 424242 not found");
     fails(
         &cli(s, &["dlq", "replay", "1", "--bot", "acme"]),
+        2,
         "give either a dead letter id or filters, not both",
     );
 
@@ -278,9 +325,10 @@ async fn commands(store: Store, schema: String) {
     assert_eq!(store.delivery(c2_1).await.expect("read").expect("row").status, "skipped");
     fails(
         &cli(s, &["dlq", "skip", &c2_1.to_string()]),
+        1,
         &format!("delivery {c2_1} is skipped, not a dead letter"),
     );
-    fails(&cli(s, &["dlq", "purge", "--bot", "acme"]), "refusing to delete 1 dead letter(s) without --yes");
+    fails(&cli(s, &["dlq", "purge", "--bot", "acme"]), 1, "refusing to delete 1 dead letter(s) without --yes");
     assert_eq!(
         ok(&cli(s, &["dlq", "purge", "--bot", "acme", "--yes"])),
         "deleted 1 dead letter(s) and their attempts\n"
@@ -308,5 +356,6 @@ async fn commands(store: Store, schema: String) {
     assert!(json["timeline"].as_array().is_some_and(|t| t.len() > 6));
     let warned = json["timeline"].as_array().and_then(|t| t.iter().find(|e| e["eventId"] == "e-3").cloned());
     assert_eq!(warned.expect("e-3 in the timeline")["warnings"][0]["code"], "not_https");
-    fails(&cli(s, &["conversations", "show", "acme", "nope"]), "conversation acme/nope not found");
+    fails(&cli(s, &["conversations", "show", "acme", "nope"]), 3, "conversation acme/nope not found");
+    fails(&cli(s, &["conversations", "show", "acme"]), 2, "required");
 }

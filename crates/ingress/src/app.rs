@@ -100,7 +100,7 @@ impl AppState {
         self.0.live.as_ref().ok_or(ApiError::QueryUnavailable)
     }
 
-    /// The Prometheus handle `/metrics` renders.
+    /// The process's Prometheus handle (the admin listener's `/metrics` renders it).
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.0.metrics
     }
@@ -181,7 +181,6 @@ pub fn router(state: AppState) -> Router {
         .route("/widget/v1/conversations/{id}/end", post(widget::end))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))

@@ -21,7 +21,7 @@
 //! or the connection or channel is no longer open, it reconnects with backoff
 //! (100 ms doubling to 5 s), declares the exchange and a new queue, binds
 //! every conversation that has subscribers, starts consuming, and only then
-//! serves again (`ingress_live_reconnects_total`). Live messages published in
+//! serves again (`escalations_ingress_live_reconnects_total`). Live messages published in
 //! the gap are gone, so every subscriber is then sent [`LiveSignal::Resync`]:
 //! whatever was committed before the new bindings were in place is in the
 //! database when it reads after that signal, and whatever is committed later
@@ -358,7 +358,7 @@ impl Hub {
         let updates = match decoded {
             Ok(updates) => updates,
             Err(error) => {
-                counter!("ingress_live_messages_total", "outcome" => "undecodable").increment(1);
+                counter!("escalations_ingress_live_messages_total", "outcome" => "undecodable").increment(1);
                 warn!(%error, "undecodable live message dropped");
                 return;
             }
@@ -374,7 +374,7 @@ impl Hub {
                     let key = (bot.to_owned(), conversation.to_owned(), id);
                     for (_, waiter) in waiters.remove(&key).unwrap_or_default() {
                         let _ = waiter.send((verdict.verdict, update.phase));
-                        counter!("ingress_live_messages_total", "outcome" => "verdict").increment(1);
+                        counter!("escalations_ingress_live_messages_total", "outcome" => "verdict").increment(1);
                     }
                 }
             }
@@ -387,7 +387,7 @@ impl Hub {
             if let Some(entry) = map.get(&key) {
                 // No receiver left is fine: the last one is being released.
                 let _ = entry.sender.send(LiveSignal::Update(Arc::new(update)));
-                counter!("ingress_live_messages_total", "outcome" => "delivered").increment(1);
+                counter!("escalations_ingress_live_messages_total", "outcome" => "delivered").increment(1);
             }
         }
     }

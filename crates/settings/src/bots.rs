@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use url::Url;
 
@@ -22,7 +22,7 @@ pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// Per-bot policy for every bot (`[defaults]`): timers (docs/protocol.md §5), held messages, webhook
 /// retry budgets (docs/protocol.md §4), rate limit and the `eventRejected` switch. Each bot may
 /// override any of these in its `overrides` table. Every number must be at least 1.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotDefaults {
     /// Seconds without an answer to `widgetEscalate` before the escalation fails with
@@ -76,7 +76,7 @@ impl Default for BotDefaults {
 /// One bot's departures from [`BotDefaults`] (`overrides = { ... }` in its `[[bots]]`
 /// entry). Each field means the same as the field of the same name there; unset fields
 /// take the default.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotOverrides {
     /// Overrides [`BotDefaults::no_response_timeout_secs`].

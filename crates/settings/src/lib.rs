@@ -13,12 +13,17 @@
 //!   lookup ([`Settings::bot`], [`Settings::bot_for_key`]).
 //! - [`sections`]: the service-wide sections: [`HttpConfig`], [`BrokerConfig`],
 //!   [`DatabaseConfig`], [`WidgetConfig`], [`WebhookConfig`], [`LogConfig`].
+//! - [`roles`]: the process-level sections: [`WorkerSettings`] (`[worker]`),
+//!   [`AdminConfig`] (`[admin]`), and [`Role`], which picks the admin listener's default.
+//! - [`show`]: [`Settings::to_redacted_toml`], what `escalations config check` prints.
 //! - [`bots`]: [`BotConfig`], [`BotDefaults`], [`BotOverrides`], [`EffectiveBot`].
 //! - [`secret`]: [`Secret`] and [`redact_url`].
 //! - [`validate`]: the rules, and [`Problems`] listing what broke them.
 
 pub mod bots;
 pub mod load;
+pub mod roles;
+pub mod show;
 pub mod secret;
 pub mod sections;
 pub mod validate;
@@ -31,7 +36,8 @@ pub use secret::{Secret, redact_url};
 pub use sections::{
     BrokerConfig, DatabaseConfig, HttpConfig, LogConfig, LogFormat, WebhookConfig, WidgetConfig,
 };
-pub use validate::{MIN_API_KEY_CHARS, MIN_TOKEN_SECRET_BYTES, Problem, Problems};
+pub use roles::{AdminConfig, Role, WorkerSettings};
+pub use validate::{MIN_ADMIN_TOKEN_CHARS, MIN_API_KEY_CHARS, MIN_TOKEN_SECRET_BYTES, Problem, Problems};
 
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use config::{Config, ConfigBuilder, Environment, File, FileFormat, FileSourceStr
 use serde::Deserialize;
 
 use crate::bots::{BotConfig, BotDefaults, RawBot};
+use crate::roles::{AdminConfig, WorkerSettings};
 use crate::sections::{BrokerConfig, DatabaseConfig, HttpConfig, LogConfig, WebhookConfig, WidgetConfig};
 use crate::{Error, validate};
 
@@ -46,6 +47,10 @@ pub struct Settings {
     pub bots: Vec<BotConfig>,
     /// Logging (`[log]`).
     pub log: LogConfig,
+    /// One worker process's knobs (`[worker]`).
+    pub worker: WorkerSettings,
+    /// The admin listener of every role (`[admin]`).
+    pub admin: AdminConfig,
 }
 
 /// The settings as deserialized, before validation.
@@ -60,6 +65,8 @@ pub(crate) struct RawSettings {
     pub(crate) defaults: BotDefaults,
     pub(crate) bots: Vec<RawBot>,
     pub(crate) log: LogConfig,
+    pub(crate) worker: WorkerSettings,
+    pub(crate) admin: AdminConfig,
 }
 
 impl Settings {

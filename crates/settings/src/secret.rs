@@ -64,6 +64,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Serializes as `***` (or `""` when not set): settings are shown, secrets never.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
 /// Accepts a string (or an integer, taken as its digits). Error messages never echo the
 /// value, unlike serde's default ones.
 impl<'de> Deserialize<'de> for Secret {

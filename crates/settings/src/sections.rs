@@ -7,12 +7,12 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::{Secret, redact_url};
 
 /// The HTTP edge (`[http]`): where the ingress listens and how it treats requests.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address the HTTP server listens on. Default `0.0.0.0:8080`.
@@ -50,11 +50,12 @@ impl Default for HttpConfig {
 /// RabbitMQ (`[broker]`): connection, topology naming and flow control.
 ///
 /// `Debug` shows `url` with its password replaced by `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// AMQP URL (`amqp://` or `amqps://`), including credentials and vhost.
     /// Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    #[serde(serialize_with = "crate::show::redacted_url")]
     pub url: String,
     /// Prefix of every exchange and queue name, so several deployments (or tests) can share
     /// a vhost. 1–64 characters of `[A-Za-z0-9._-]`, not starting with `amq.` (reserved by
@@ -115,11 +116,12 @@ impl fmt::Debug for BrokerConfig {
 /// PostgreSQL (`[database]`).
 ///
 /// `Debug` shows `url` with its password replaced by `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Connection URL (`postgres://` or `postgresql://`).
     /// Default `postgres://postgres@127.0.0.1:5432/postgres`.
+    #[serde(serialize_with = "crate::show::redacted_url")]
     pub url: String,
     /// Schema holding every table, so tests (or deployments) can share a database.
     /// A plain lower-case SQL identifier: `[a-z_][a-z0-9_]*`, at most 63 characters,
@@ -151,7 +153,7 @@ impl fmt::Debug for DatabaseConfig {
 
 /// Widget tokens (`[widget]`): the signed, expiring tokens that open one conversation
 /// of one bot to a visitor's widget (docs/protocol.md §3).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WidgetConfig {
     /// Key that signs widget tokens. Required, at least 32 bytes, the same on every
@@ -197,7 +199,7 @@ impl Default for WidgetConfig {
 
 /// Outbound webhooks (`[webhooks]`): transport, address policy and the circuit breaker
 /// (docs/protocol.md §4). Retry budgets are per bot, see [`BotDefaults`](crate::BotDefaults).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Timeout of one delivery attempt in seconds (connect to end of response).
@@ -238,7 +240,7 @@ impl Default for WebhookConfig {
 }
 
 /// Logging (`[log]`).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// Output format: `json` in production, `pretty` for people. Default `pretty`.
@@ -255,7 +257,7 @@ impl Default for LogConfig {
 }
 
 /// How log lines are written; see [`LogConfig::format`].
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line, for log shippers.

@@ -32,6 +32,7 @@ pub mod deliveries;
 pub mod error;
 pub mod events;
 pub mod executor;
+pub mod gauges;
 pub mod key;
 pub mod leases;
 pub mod listen;
@@ -48,6 +49,7 @@ pub use deliveries::{WebhookDeliveryRow, insert_webhook_deliveries, insert_widge
 pub use error::{Error, Result};
 pub use events::{EventRecord, applied_event_ids, record_events};
 pub use executor::Executor;
+pub use gauges::BotOutbox;
 pub use key::ConvKey;
 pub use leases::Lease;
 pub use listen::OutboxListener;

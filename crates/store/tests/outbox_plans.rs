@@ -199,6 +199,20 @@ async fn scenario(store: Store) {
     let (page, cost) = measure(&store, &reader, store.list_dead_letters(&filter, 50)).await;
     assert!(page.expect("list").is_empty());
     assert_bounded("dlq list of a bot without dead letters", cost, 0);
+    // The admin listener's gauges: capped index walks, whatever the backlog.
+    let bots = ["bot".to_owned(), "gone".to_owned(), "idle".to_owned()];
+    let (outboxes, cost) = measure(&store, &reader, store.outbox_gauges(&bots, 1_000)).await;
+    let outboxes = outboxes.expect("outbox gauges");
+    assert_eq!(outboxes[0].pending, 1_000, "capped");
+    assert_eq!(outboxes[0].conversations, 1_000, "capped");
+    assert!(outboxes[0].oldest_pending_at.is_some());
+    assert_eq!((outboxes[1].pending, outboxes[1].conversations), (3, 3));
+    assert_eq!((outboxes[2].pending, outboxes[2].oldest_pending_at), (0, None));
+    // Per bot: the capped pending walk, the capped heads walk and a probe per head.
+    assert_bounded("outbox gauges (cap 1,000 per bot)", cost, 2 * 1_000 + 3 + 3);
+    let (dead, cost) = measure(&store, &reader, store.dead_letter_counts(1_000)).await;
+    assert_eq!(dead.expect("dead letter counts"), [("out_of_budget".to_owned(), 1_000)]);
+    assert_bounded("dead letters per reason (cap 1,000)", cost, 1_000);
     let conversation = key("bot", "c-42");
     let (timeline, cost) = measure(&store, &reader, store.deliveries_with_attempts(&conversation)).await;
     let rows = timeline.expect("timeline").len();

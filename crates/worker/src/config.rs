@@ -1,26 +1,14 @@
 //! The worker's own knobs: identity, lease timing, batch size, timer polling.
 //!
-//! They live here rather than in the `settings` crate (owned elsewhere), with
-//! defaults in code and optional overrides from environment variables with a
-//! single underscore after the prefix (`ESCALATIONS_WORKER_LEASE_TTL_MS`),
-//! because every `ESCALATIONS__*` variable must name a settings key.
+//! They come from the settings file's `[worker]` section (env-overridable like
+//! every key: `ESCALATIONS__WORKER__LEASE_TTL_MS`), validated with the rest of
+//! the settings; [`WorkerConfig::from_settings`] turns them into durations.
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use settings::WorkerSettings;
 
-/// Environment variables read by [`WorkerConfig::from_env`].
-pub const ENV_WORKER_ID: &str = "ESCALATIONS_WORKER_ID";
-/// See [`WorkerConfig::lease_ttl`].
-pub const ENV_LEASE_TTL_MS: &str = "ESCALATIONS_WORKER_LEASE_TTL_MS";
-/// See [`WorkerConfig::renew_every`].
-pub const ENV_RENEW_EVERY_MS: &str = "ESCALATIONS_WORKER_RENEW_EVERY_MS";
-/// See [`WorkerConfig::max_batch`].
-pub const ENV_MAX_BATCH: &str = "ESCALATIONS_WORKER_MAX_BATCH";
-/// See [`WorkerConfig::timer_poll_every`].
-pub const ENV_TIMER_POLL_MS: &str = "ESCALATIONS_WORKER_TIMER_POLL_MS";
-/// See [`WorkerConfig::drain_deadline`].
-pub const ENV_DRAIN_DEADLINE_MS: &str = "ESCALATIONS_WORKER_DRAIN_DEADLINE_MS";
+use crate::error::{Error, Result};
 
 /// How one worker process behaves. `Default` gives the documented defaults
 /// and a fresh id.
@@ -70,40 +58,24 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// The defaults, overridden by the `ESCALATIONS_WORKER_*` variables of
-    /// the process environment that are set.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] naming the variable whose value is not valid.
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
-    /// Like [`WorkerConfig::from_env`], from explicit variables (for tests).
-    /// Unrelated variables are ignored.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] naming the variable whose value is not valid.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let mut config = Self::default();
-        for (key, value) in vars {
-            match key.as_str() {
-                ENV_WORKER_ID => config.worker_id = value,
-                ENV_LEASE_TTL_MS => config.lease_ttl = millis(&key, &value)?,
-                ENV_RENEW_EVERY_MS => config.renew_every = millis(&key, &value)?,
-                ENV_MAX_BATCH => config.max_batch = number(&key, &value)?,
-                ENV_TIMER_POLL_MS => config.timer_poll_every = millis(&key, &value)?,
-                ENV_DRAIN_DEADLINE_MS => config.drain_deadline = millis(&key, &value)?,
-                _ => {}
-            }
+    /// The knobs of a `[worker]` section; an empty `id` gets a fresh UUIDv7.
+    pub fn from_settings(worker: &WorkerSettings) -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            worker_id: if worker.id.is_empty() { uuid::Uuid::now_v7().to_string() } else { worker.id.clone() },
+            lease_ttl: ms(worker.lease_ttl_ms),
+            renew_every: ms(worker.renew_every_ms),
+            max_batch: worker.max_batch,
+            timer_poll_every: ms(worker.timer_poll_ms),
+            timer_batch: worker.timer_batch,
+            drain_deadline: ms(worker.drain_deadline_ms),
+            retry_delay_min: ms(worker.retry_delay_min_ms),
+            retry_delay_max: ms(worker.retry_delay_max_ms),
         }
-        config.validate()?;
-        Ok(config)
     }
 
-    /// Checks the relations between the knobs.
+    /// Checks the relations between the knobs (the settings' validation checks
+    /// the same for `[worker]`; this covers configs built in code).
     ///
     /// # Errors
     ///
@@ -134,25 +106,9 @@ impl WorkerConfig {
     }
 }
 
-fn number(key: &str, value: &str) -> Result<usize> {
-    value.trim().parse().map_err(|_| Error::Config(format!("{key}: {value:?} is not a whole number")))
-}
-
-fn millis(key: &str, value: &str) -> Result<Duration> {
-    let ms: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| Error::Config(format!("{key}: {value:?} is not a whole number of milliseconds")))?;
-    Ok(Duration::from_millis(ms))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
 
     #[test]
     fn defaults_are_valid_and_ids_are_fresh() {
@@ -165,32 +121,43 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_by_name() {
-        let config = WorkerConfig::from_vars(vars(&[
-            (ENV_WORKER_ID, "w-1"),
-            (ENV_LEASE_TTL_MS, "3000"),
-            (ENV_RENEW_EVERY_MS, "500"),
-            (ENV_MAX_BATCH, "64"),
-            (ENV_TIMER_POLL_MS, "100"),
-            (ENV_DRAIN_DEADLINE_MS, "2000"),
-            ("PATH", "/bin"),
-        ]))
-        .expect("valid");
+    fn the_worker_section_gives_the_same_defaults() {
+        let from_settings = WorkerConfig::from_settings(&WorkerSettings::default());
+        assert_eq!(WorkerConfig { worker_id: from_settings.worker_id.clone(), ..WorkerConfig::default() }, from_settings);
+        assert_ne!(from_settings.worker_id, WorkerConfig::from_settings(&WorkerSettings::default()).worker_id);
+    }
+
+    #[test]
+    fn the_worker_section_sets_every_knob() {
+        let section = WorkerSettings {
+            id: "w-1".into(),
+            lease_ttl_ms: 3000,
+            renew_every_ms: 500,
+            max_batch: 64,
+            timer_poll_ms: 100,
+            timer_batch: 10,
+            drain_deadline_ms: 2000,
+            retry_delay_min_ms: 50,
+            retry_delay_max_ms: 1000,
+        };
+        let config = WorkerConfig::from_settings(&section);
         assert_eq!(config.worker_id, "w-1");
         assert_eq!(config.lease_ttl, Duration::from_secs(3));
         assert_eq!(config.renew_every, Duration::from_millis(500));
         assert_eq!(config.max_batch, 64);
         assert_eq!(config.timer_poll_every, Duration::from_millis(100));
+        assert_eq!(config.timer_batch, 10);
         assert_eq!(config.drain_deadline, Duration::from_secs(2));
+        assert_eq!(config.retry_delay_min, Duration::from_millis(50));
+        assert_eq!(config.retry_delay_max, Duration::from_secs(1));
+        assert!(config.validate().is_ok());
     }
 
     #[test]
-    fn bad_values_name_their_variable_or_knob() {
-        let error = WorkerConfig::from_vars(vars(&[(ENV_LEASE_TTL_MS, "soon")])).expect_err("bad");
-        assert!(error.to_string().contains(ENV_LEASE_TTL_MS), "{error}");
-        let error = WorkerConfig::from_vars(vars(&[(ENV_RENEW_EVERY_MS, "6000")])).expect_err("bad");
-        assert!(error.to_string().contains("renew_every"), "{error}");
-        let error = WorkerConfig::from_vars(vars(&[(ENV_MAX_BATCH, "0")])).expect_err("bad");
-        assert!(error.to_string().contains("max_batch"), "{error}");
+    fn bad_relations_name_their_knob() {
+        let config = WorkerConfig { renew_every: Duration::from_secs(6), ..WorkerConfig::default() };
+        assert!(config.validate().expect_err("bad").to_string().contains("renew_every"));
+        let config = WorkerConfig { max_batch: 0, ..WorkerConfig::default() };
+        assert!(config.validate().expect_err("bad").to_string().contains("max_batch"));
     }
 }

@@ -200,8 +200,7 @@ impl WorkerHandle {
 }
 
 /// Runs a worker until `shutdown` is cancelled, with `settings` and the
-/// worker knobs of [`WorkerConfig::from_env`] (defaults unless
-/// `ESCALATIONS_WORKER_*` variables are set).
+/// worker knobs of its `[worker]` section ([`WorkerConfig::from_settings`]).
 ///
 /// # Errors
 ///
@@ -222,7 +221,7 @@ pub async fn run_notifying(
     shutdown: CancellationToken,
     webhooks_queued: Option<Arc<Notify>>,
 ) -> anyhow::Result<()> {
-    let config = WorkerConfig::from_env().context("reading the ESCALATIONS_WORKER_* variables")?;
+    let config = WorkerConfig::from_settings(&settings.worker);
     let handle =
         Worker::start_notifying(&settings, config, webhooks_queued).await.context("starting the worker")?;
     until_shutdown(handle, shutdown).await

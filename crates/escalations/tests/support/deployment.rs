@@ -27,6 +27,8 @@ pub const BOT: &str = "acme";
 pub const KEY: &str = "acme-key-0123456789";
 pub const WEBHOOK_SECRET: &str = "whsec_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const TOKEN_SECRET: &str = "deployment-widget-token-secret-0123456789";
+/// The admin API's bearer token of every process.
+pub const ADMIN_TOKEN: &str = "deployment-admin-token-0123456789";
 
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -73,6 +75,8 @@ pub struct Deployment {
     pub schema: String,
     /// Base URLs of the ingress processes.
     pub ingress: Vec<String>,
+    /// Base URLs of every process's admin listener, with its role.
+    pub admin: Vec<(String, String)>,
     binary: PathBuf,
     dir: PathBuf,
     children: Vec<(String, Child)>,
@@ -105,6 +109,8 @@ token_secret = "{TOKEN_SECRET}"
 [webhooks]
 allow_loopback = true
 {extra}
+[admin]
+token = "{ADMIN_TOKEN}"
 [log]
 format = "json"
 filter = "{filter}"
@@ -143,6 +149,7 @@ impl Deployment {
             prefix,
             schema,
             ingress: Vec::new(),
+            admin: Vec::new(),
             binary: binary.to_owned(),
             dir,
             children: Vec::new(),
@@ -203,6 +210,7 @@ impl Deployment {
         let (workers, rest): (Vec<_>, Vec<_>) =
             self.children.drain(..).partition(|(role, _)| role == "worker");
         self.children = rest;
+        self.admin.retain(|(role, _)| role != "worker");
         for (_, child) in workers {
             terminate(child);
         }
@@ -211,14 +219,19 @@ impl Deployment {
     fn spawn(&mut self, role: &str, config: &str, env: &[(&str, &str)]) {
         let log =
             std::fs::File::create(self.dir.join(format!("{role}-{}.log", self.children.len()))).expect("log");
+        let admin_port = free_port();
+        self.admin.push((role.to_owned(), format!("http://127.0.0.1:{admin_port}")));
         let mut command = Command::new(&self.binary);
         command
             .arg(role)
             .arg("--config")
             .arg(self.dir.join(config))
             .env_remove("ESCALATIONS_CONFIG")
-            .env("ESCALATIONS_WORKER_LEASE_TTL_MS", "5000")
-            .env("ESCALATIONS_WORKER_RENEW_EVERY_MS", "1000")
+            .env("ESCALATIONS__WORKER__LEASE_TTL_MS", "5000")
+            .env("ESCALATIONS__WORKER__RENEW_EVERY_MS", "1000")
+            // Every process an admin listener of its own (the role's default
+            // port would be taken by the second worker).
+            .env("ESCALATIONS__ADMIN__BIND", format!("127.0.0.1:{admin_port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -229,7 +242,13 @@ impl Deployment {
         self.children.push((role.to_owned(), child));
     }
 
-    fn run(&self, args: &[&str], config: &str) -> std::process::Output {
+    /// The admin listeners of the processes of `role`.
+    pub fn admin_of(&self, role: &str) -> Vec<String> {
+        self.admin.iter().filter(|(r, _)| r == role).map(|(_, base)| base.clone()).collect()
+    }
+
+    /// Runs the binary with the deployment's settings file of `config`.
+    pub fn run(&self, args: &[&str], config: &str) -> std::process::Output {
         Command::new(&self.binary)
             .args(args)
             .arg("--config")

@@ -234,7 +234,7 @@ impl Supervisor {
                     };
                     match hub.install(&session).await {
                         Ok(conversations) => {
-                            counter!("ingress_live_reconnects_total").increment(1);
+                            counter!("escalations_ingress_live_reconnects_total").increment(1);
                             info!(
                                 generation,
                                 attempt, conversations, "live connection re-established; subscribers resync"

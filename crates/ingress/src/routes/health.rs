@@ -1,8 +1,9 @@
-//! Health, readiness, metrics, and JSON answers for unknown routes and methods.
+//! Health, readiness, and JSON answers for unknown routes and methods. Metrics
+//! are served by the admin listener, never on the public port.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -34,12 +35,6 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
-}
-
-/// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics().render())
-        .into_response()
 }
 
 /// Any unknown route: JSON `404`.

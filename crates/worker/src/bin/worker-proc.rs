@@ -1,5 +1,5 @@
 //! The worker as a process of its own, for tests that kill it with SIGKILL.
-//! Settings: `ESCALATIONS__*` variables; worker knobs: `ESCALATIONS_WORKER_*`;
+//! Settings: `ESCALATIONS__*` variables (worker knobs: `ESCALATIONS__WORKER__*`);
 //! logs: `RUST_LOG` (default `warn`), to stderr. SIGINT/SIGTERM stop it
 //! gracefully.
 
