@@ -126,6 +126,18 @@ impl Probes {
 }
 
 async fn ping(store: &Store) -> Result<(), String> {
-    let client = store.client().await.map_err(|error| error.to_string())?;
-    client.batch_execute("SELECT 1").await.map_err(|error| error.to_string())
+    let client = store.client().await.map_err(|error| chain(&error))?;
+    client.batch_execute("SELECT 1").await.map_err(|error| chain(&error))
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -208,11 +208,14 @@ async fn scenario(store: Store) {
     assert!(outboxes[0].oldest_pending_at.is_some());
     assert_eq!((outboxes[1].pending, outboxes[1].conversations), (3, 3));
     assert_eq!((outboxes[2].pending, outboxes[2].oldest_pending_at), (0, None));
-    // Per bot: the capped pending walk, the capped heads walk and a probe per head.
-    assert_bounded("outbox gauges (cap 1,000 per bot)", cost, 2 * 1_000 + 3 + 3);
+    // Per bot: the capped pending walk, the capped heads walk and a probe per
+    // head; 20,000 pending rows and 10,000 heads are not read.
+    println!("outbox gauges (cap 1,000 per bot): touched {cost} rows");
+    assert!(cost <= 3 * 1_000 + 100, "outbox gauges touched {cost} rows for a cap of 1,000");
     let (dead, cost) = measure(&store, &reader, store.dead_letter_counts(1_000)).await;
     assert_eq!(dead.expect("dead letter counts"), [("out_of_budget".to_owned(), 1_000)]);
-    assert_bounded("dead letters per reason (cap 1,000)", cost, 1_000);
+    println!("dead letters per reason (cap 1,000): touched {cost} rows");
+    assert!(cost <= 1_000 + 20, "dead letter counts touched {cost} rows for a cap of 1,000 (of 2,000)");
     let conversation = key("bot", "c-42");
     let (timeline, cost) = measure(&store, &reader, store.deliveries_with_attempts(&conversation)).await;
     let rows = timeline.expect("timeline").len();
