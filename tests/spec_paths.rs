@@ -398,7 +398,9 @@ async fn escalating_again_while_live_answers_the_live_escalation() {
     let text = ingress::metrics::install().render();
     let replies: f64 = text
         .lines()
-        .find(|l| l.starts_with("escalations_ingress_live_messages_total") && l.contains("outcome=\"verdict\""))
+        .find(|l| {
+            l.starts_with("escalations_ingress_live_messages_total") && l.contains("outcome=\"verdict\"")
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(replies >= 5.0, "verdicts answered through reply_to: {replies}");

@@ -80,8 +80,10 @@ async fn open(settings: &Settings) -> OpsResult<(String, Connection, Channel)> {
     let connection = Connection::connect(&b.url, ConnectionProperties::default())
         .await
         .map_err(|error| OpsError::unavailable(&doing, error))?;
-    let channel =
-        connection.create_channel().await.map_err(|error| OpsError::unavailable("opening a channel", error))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|error| OpsError::unavailable("opening a channel", error))?;
     Ok((queue, connection, channel))
 }
 
@@ -114,9 +116,12 @@ pub async fn replay(settings: &Settings, confirm: bool) -> OpsResult<DeadEventsR
     let outcome = if confirm {
         republish(settings, &channel, &queue).await
     } else {
-        peek(&channel, &queue, usize::MAX)
-            .await
-            .map(|events| DeadEventsReplay { dry_run: true, events, replayed: 0, kept: 0 })
+        peek(&channel, &queue, usize::MAX).await.map(|events| DeadEventsReplay {
+            dry_run: true,
+            events,
+            replayed: 0,
+            kept: 0,
+        })
     };
     close(connection).await;
     outcome
@@ -158,7 +163,8 @@ async fn republish(settings: &Settings, channel: &Channel, queue: &str) -> OpsRe
 /// Deletes every message of the dead-letter queue; refused unless `confirm`.
 pub async fn purge(settings: &Settings, confirm: bool) -> OpsResult<DeadEventsPurge> {
     if !confirm {
-        let queue = Topology::new(settings.broker.prefix.clone(), settings.broker.shards, 1).dead_letter_queue();
+        let queue =
+            Topology::new(settings.broker.prefix.clone(), settings.broker.shards, 1).dead_letter_queue();
         return Err(OpsError::refused(format!(
             "this deletes every message of {queue}; pass --yes (confirm=true over HTTP)"
         )));

@@ -160,7 +160,8 @@ pub async fn list(store: &Store, filter: &FilterArgs, limit: i64) -> OpsResult<V
         return Err(OpsError::invalid(format!("invalid limit {limit}: expected 1 to 10000")));
     }
     let filter = filter.parse(Utc::now())?;
-    let letters = store.list_dead_letters(&filter, limit).await.map_err(store_error("listing dead letters"))?;
+    let letters =
+        store.list_dead_letters(&filter, limit).await.map_err(store_error("listing dead letters"))?;
     Ok(letters.iter().map(dead_letter).collect())
 }
 
@@ -214,8 +215,12 @@ pub async fn replay_reporting(
         let key = (letter.key.bot_id.to_string(), letter.key.conversation_id.to_string());
         by_conversation.entry(key).or_default().push(letter);
     }
-    let mut report =
-        ReplayReport { dry_run: !confirm, matched: letters.len() as u64, replayed: 0, conversations: Vec::new() };
+    let mut report = ReplayReport {
+        dry_run: !confirm,
+        matched: letters.len() as u64,
+        replayed: 0,
+        conversations: Vec::new(),
+    };
     for ((bot_id, conversation_id), mut letters) in by_conversation {
         letters.sort_by_key(|l| l.sequence);
         let deliveries: Vec<ReplayedDelivery> =

@@ -46,7 +46,11 @@ pub const CAP: i64 = 10_000;
 /// Registers the descriptions.
 pub fn describe() {
     describe_gauge!(OUTBOX_PENDING, Unit::Count, "Pending webhook deliveries per bot (saturates at 10000).");
-    describe_gauge!(OUTBOX_CONVERSATIONS, Unit::Count, "Conversations with pending webhook deliveries per bot.");
+    describe_gauge!(
+        OUTBOX_CONVERSATIONS,
+        Unit::Count,
+        "Conversations with pending webhook deliveries per bot."
+    );
     describe_gauge!(OUTBOX_OLDEST_AGE, Unit::Seconds, "Age of the oldest pending webhook delivery per bot.");
     describe_gauge!(DEAD_LETTERS, Unit::Count, "Webhook dead letters stored, per reason.");
     describe_gauge!(SHARD_QUEUE_READY, Unit::Count, "Messages ready in each shard queue.");
@@ -98,7 +102,8 @@ impl Gauges {
             let bot = outbox.bot_id;
             gauge!(OUTBOX_PENDING, "bot" => bot.clone()).set(outbox.pending as f64);
             gauge!(OUTBOX_CONVERSATIONS, "bot" => bot.clone()).set(outbox.conversations as f64);
-            let age = outbox.oldest_pending_at.map_or(0.0, |at| (now - at).num_milliseconds().max(0) as f64 / 1e3);
+            let age =
+                outbox.oldest_pending_at.map_or(0.0, |at| (now - at).num_milliseconds().max(0) as f64 / 1e3);
             gauge!(OUTBOX_OLDEST_AGE, "bot" => bot).set(age);
         }
         let counts = self.store.dead_letter_counts(CAP).await?;

@@ -129,7 +129,9 @@ async fn entries(store: &Store, key: &ConvKey) -> OpsResult<Vec<Entry>> {
         }
         entries.push(Entry { at: widget.timestamp, kind: "widget", text, detail });
     }
-    for (delivery, attempts) in store.deliveries_with_attempts(key).await.map_err(store_error("reading deliveries"))? {
+    for (delivery, attempts) in
+        store.deliveries_with_attempts(key).await.map_err(store_error("reading deliveries"))?
+    {
         let head = format!("#{} {}", delivery.sequence, delivery.event_type);
         entries.push(Entry {
             at: delivery.created_at,
@@ -141,7 +143,11 @@ async fn entries(store: &Store, key: &ConvKey) -> OpsResult<Vec<Entry>> {
             entries.push(Entry {
                 at: attempt.at,
                 kind: "attempt",
-                text: format!("{head} attempt {}: {}", attempt.attempt, describe_attempt(&dead_letters::attempt(attempt))),
+                text: format!(
+                    "{head} attempt {}: {}",
+                    attempt.attempt,
+                    describe_attempt(&dead_letters::attempt(attempt))
+                ),
                 detail: {
                     let mut detail = serde_json::to_value(dead_letters::attempt(attempt)).unwrap_or_default();
                     detail["sequence"] = json!(delivery.sequence);

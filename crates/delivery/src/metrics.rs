@@ -30,7 +30,10 @@ pub fn describe_metrics() {
     describe_counter!(ATTEMPTS_TOTAL, "Webhook delivery attempts, by event type and outcome.");
     describe_counter!(DEAD_LETTERS_TOTAL, "Webhook deliveries dead-lettered, by reason.");
     describe_histogram!(LATENCY_SECONDS, Unit::Seconds, "Webhook attempt latency, to response or failure.");
-    describe_gauge!(ENDPOINT_STATE, "Circuit breaker of a bot's endpoint: 1 for the state it is in, by state.");
+    describe_gauge!(
+        ENDPOINT_STATE,
+        "Circuit breaker of a bot's endpoint: 1 for the state it is in, by state."
+    );
     describe_counter!(CLAIMED_TOTAL, "Webhook deliveries claimed by this dispatcher.");
     describe_histogram!(SETTLE_BATCH_SIZE, Unit::Count, "Webhook settlements committed per transaction.");
     describe_gauge!(UNCONFIGURED_PENDING, "Pending deliveries of a bot missing from the configuration.");

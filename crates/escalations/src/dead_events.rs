@@ -10,7 +10,8 @@ use crate::cli::DeadEventsAction;
 
 /// Runs one `dead-events` action, writing its report to `out`.
 pub async fn run(settings: &Settings, action: DeadEventsAction, out: &mut impl Write) -> anyhow::Result<()> {
-    let queue = broker::Topology::new(settings.broker.prefix.clone(), settings.broker.shards, 1).dead_letter_queue();
+    let queue =
+        broker::Topology::new(settings.broker.prefix.clone(), settings.broker.shards, 1).dead_letter_queue();
     match action {
         DeadEventsAction::List { limit, json } => {
             let events = dead_events::list(settings, limit).await?;
@@ -54,8 +55,9 @@ pub async fn run(settings: &Settings, action: DeadEventsAction, out: &mut impl W
 
 /// The table: fixed-width columns, the last one as is.
 fn render(events: &[DeadEvent]) -> String {
-    let header = ["bot", "conversation", "event type", "event id", "reason", "replayable", "dead-lettered at"]
-        .map(str::to_owned);
+    let header =
+        ["bot", "conversation", "event type", "event id", "reason", "replayable", "dead-lettered at"]
+            .map(str::to_owned);
     let mut text = columns(&header);
     for e in events {
         let cell = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());

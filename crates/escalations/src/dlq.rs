@@ -294,7 +294,8 @@ mod tests {
             "attempts (2):\n    1  2025-06-01T12:00:00.000Z  HTTP 503 Service Unavailable (15 ms)\n"
         ));
         assert!(text.contains("    2  2025-06-01T12:00:00.000Z  timed out (10000 ms)\n"));
-        let bare = AttemptRecord { attempt: 1, at: now(), status_code: Some(500), error: None, latency_ms: None };
+        let bare =
+            AttemptRecord { attempt: 1, at: now(), status_code: Some(500), error: None, latency_ms: None };
         assert_eq!(describe_attempt(&dead_letters::attempt(&bare)), "HTTP 500");
     }
 }

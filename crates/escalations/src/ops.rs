@@ -8,14 +8,18 @@ use store::Store;
 pub fn connect_store(settings: &Settings) -> Result<Store, OpsError> {
     let db = &settings.database;
     Store::connect_for_batches(&db.url, &db.schema, db.pool_size).map_err(|error| {
-        OpsError::unavailable(&format!("connecting to PostgreSQL at {}", settings::redact_url(&db.url)), error)
+        OpsError::unavailable(
+            &format!("connecting to PostgreSQL at {}", settings::redact_url(&db.url)),
+            error,
+        )
     })
 }
 
 /// `escalations migrate`.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let store = connect_store(settings)?;
-    let applied = store.migrate().await.map_err(|error| OpsError::unavailable("applying migrations", error))?;
+    let applied =
+        store.migrate().await.map_err(|error| OpsError::unavailable("applying migrations", error))?;
     println!("schema {:?} is up to date ({applied} migration(s) applied now)", store.schema());
     Ok(())
 }
@@ -36,7 +40,13 @@ pub async fn shards(settings: &Settings, json: bool) -> anyhow::Result<()> {
             ("expired", _) => "expired".to_owned(),
             _ => "-".to_owned(),
         };
-        println!("{:<6} {:<40} {:>12} {:>6}", lease.shard, lease.holder.as_deref().unwrap_or("-"), expires, lease.epoch);
+        println!(
+            "{:<6} {:<40} {:>12} {:>6}",
+            lease.shard,
+            lease.holder.as_deref().unwrap_or("-"),
+            expires,
+            lease.epoch
+        );
     }
     if report.shards.is_empty() {
         println!("(no shards yet: start a worker, or run `escalations migrate` first)");

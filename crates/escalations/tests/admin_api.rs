@@ -174,7 +174,8 @@ async fn scenario(deployment: Deployment, sink: Sink) {
         .await
         .expect("request");
     assert_eq!(wrong.status(), 401);
-    let document: Value = reqwest::get(format!("{worker}/openapi.json")).await.expect("openapi").json().await.expect("json");
+    let document: Value =
+        reqwest::get(format!("{worker}/openapi.json")).await.expect("openapi").json().await.expect("json");
     for path in ["/v1/dead-letters", "/v1/dead-letters/{id}/replay", "/v1/shards", "/v1/dead-events"] {
         assert!(document["paths"][path].is_object(), "{path} documented");
     }
@@ -182,16 +183,19 @@ async fn scenario(deployment: Deployment, sink: Sink) {
     // The API answers what the CLI prints.
     let (code, listed_by_cli, _) = cli(&deployment, &["dlq", "list", "--bot", BOT, "--json"]);
     assert_eq!(code, Some(0));
-    let (status, listed_by_api) = api(reqwest::Method::GET, &format!("{worker}/v1/dead-letters?bot={BOT}")).await;
+    let (status, listed_by_api) =
+        api(reqwest::Method::GET, &format!("{worker}/v1/dead-letters?bot={BOT}")).await;
     assert_eq!(status, 200);
     assert_eq!(listed_by_api, listed_by_cli, "list");
-    let ids: Vec<i64> = listed_by_api.as_array().expect("list").iter().map(|l| l["id"].as_i64().expect("id")).collect();
+    let ids: Vec<i64> =
+        listed_by_api.as_array().expect("list").iter().map(|l| l["id"].as_i64().expect("id")).collect();
     let (first, second) = (ids[0], ids[1]);
     let (_, shown_by_cli, _) = cli(&deployment, &["dlq", "show", &first.to_string(), "--json"]);
     let (_, shown_by_api) = api(reqwest::Method::GET, &format!("{worker}/v1/dead-letters/{first}")).await;
     assert_eq!(shown_by_api, shown_by_cli, "show");
     let (_, dry_by_cli, _) = cli(&deployment, &["dlq", "replay", "--bot", BOT, "--json"]);
-    let (_, dry_by_api) = api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/replay?bot={BOT}")).await;
+    let (_, dry_by_api) =
+        api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/replay?bot={BOT}")).await;
     assert_eq!(dry_by_api, dry_by_cli, "dry run");
     assert_eq!(dry_by_api["dryRun"], true);
     assert_eq!(dry_by_api["matched"], 2);
@@ -228,7 +232,8 @@ async fn scenario(deployment: Deployment, sink: Sink) {
     // Errors: the same kinds, as exit codes and statuses.
     let (code, _, stderr) = cli(&deployment, &["dlq", "replay", &first.to_string()]);
     assert_eq!(code, Some(1), "not a dead letter: {stderr}");
-    let (status, body) = api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/{first}/replay")).await;
+    let (status, body) =
+        api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/{first}/replay")).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("refused")));
     assert!(stderr.contains(body["message"].as_str().expect("message")), "{stderr} / {body}");
     let (code, _, _) = cli(&deployment, &["dlq", "show", "999999"]);
@@ -237,14 +242,16 @@ async fn scenario(deployment: Deployment, sink: Sink) {
     assert_eq!(status, 404);
     let (code, _, stderr) = cli(&deployment, &["dlq", "purge", "--bot", BOT]);
     assert_eq!(code, Some(1));
-    let (status, body) = api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/purge?bot={BOT}")).await;
+    let (status, body) =
+        api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/purge?bot={BOT}")).await;
     assert_eq!(status, 409);
     assert!(stderr.contains(body["message"].as_str().expect("message")), "{stderr} / {body}");
     let (code, _, _) = cli(&deployment, &["dlq", "list", "--since", "yesterday"]);
     assert_eq!(code, Some(2));
     let (status, _) = api(reqwest::Method::GET, &format!("{worker}/v1/dead-letters?since=yesterday")).await;
     assert_eq!(status, 400);
-    let (status, _) = api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/replay?bots={BOT}")).await;
+    let (status, _) =
+        api(reqwest::Method::POST, &format!("{worker}/v1/dead-letters/replay?bots={BOT}")).await;
     assert_eq!(status, 400, "an unknown filter is refused, never ignored");
 
     // Shard ownership and a timeline, both ways.
@@ -253,7 +260,8 @@ async fn scenario(deployment: Deployment, sink: Sink) {
     assert_eq!(shards_by_api["liveWorkers"], shards_by_cli["liveWorkers"]);
     assert_eq!(shards_by_api["shards"].as_array().map(Vec::len), Some(2));
     let (_, timeline_by_cli, _) = cli(&deployment, &["conversations", "show", BOT, "gone-1", "--json"]);
-    let (_, timeline_by_api) = api(reqwest::Method::GET, &format!("{worker}/v1/conversations/{BOT}/gone-1")).await;
+    let (_, timeline_by_api) =
+        api(reqwest::Method::GET, &format!("{worker}/v1/conversations/{BOT}/gone-1")).await;
     assert_eq!(timeline_by_api, timeline_by_cli, "timeline");
 
     deployment.stop().await;

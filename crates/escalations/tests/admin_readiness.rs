@@ -130,7 +130,8 @@ async fn a_worker_is_unready_while_postgres_or_rabbitmq_is_away() {
 
     let postgres = Proxy::start(target_of(&database_url())).await;
     let rabbitmq = Proxy::start(target_of(&amqp_url())).await;
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let admin_port =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let admin = format!("http://127.0.0.1:{admin_port}");
     let child = Command::new(env!("CARGO_BIN_EXE_escalations"))
         .arg("worker")

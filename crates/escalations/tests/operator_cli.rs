@@ -328,7 +328,11 @@ async fn commands(store: Store, schema: String) {
         1,
         &format!("delivery {c2_1} is skipped, not a dead letter"),
     );
-    fails(&cli(s, &["dlq", "purge", "--bot", "acme"]), 1, "refusing to delete 1 dead letter(s) without --yes");
+    fails(
+        &cli(s, &["dlq", "purge", "--bot", "acme"]),
+        1,
+        "refusing to delete 1 dead letter(s) without --yes",
+    );
     assert_eq!(
         ok(&cli(s, &["dlq", "purge", "--bot", "acme", "--yes"])),
         "deleted 1 dead letter(s) and their attempts\n"

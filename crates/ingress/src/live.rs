@@ -374,7 +374,8 @@ impl Hub {
                     let key = (bot.to_owned(), conversation.to_owned(), id);
                     for (_, waiter) in waiters.remove(&key).unwrap_or_default() {
                         let _ = waiter.send((verdict.verdict, update.phase));
-                        counter!("escalations_ingress_live_messages_total", "outcome" => "verdict").increment(1);
+                        counter!("escalations_ingress_live_messages_total", "outcome" => "verdict")
+                            .increment(1);
                     }
                 }
             }

@@ -23,20 +23,20 @@
 pub mod bots;
 pub mod load;
 pub mod roles;
-pub mod show;
 pub mod secret;
 pub mod sections;
+pub mod show;
 pub mod validate;
 
 use std::path::PathBuf;
 
 pub use bots::{BotConfig, BotDefaults, BotOverrides, EffectiveBot, WEBHOOK_SECRET_PREFIX};
 pub use load::{BOTS_JSON_VAR, ENV_PREFIX, ENV_SEPARATOR, Settings};
+pub use roles::{AdminConfig, Role, WorkerSettings};
 pub use secret::{Secret, redact_url};
 pub use sections::{
     BrokerConfig, DatabaseConfig, HttpConfig, LogConfig, LogFormat, WebhookConfig, WidgetConfig,
 };
-pub use roles::{AdminConfig, Role, WorkerSettings};
 pub use validate::{MIN_ADMIN_TOKEN_CHARS, MIN_API_KEY_CHARS, MIN_TOKEN_SECRET_BYTES, Problem, Problems};
 
 /// Why settings could not be loaded.

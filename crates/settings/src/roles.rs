@@ -153,7 +153,10 @@ mod tests {
         assert!(problems.has_key("worker.renew_every_ms"), "{error}");
         let error = load("[worker]\nmax_batch = 0\nretry_delay_min_ms = 9000\n", &[]).expect_err("invalid");
         let problems = error.problems().expect("problems");
-        assert!(problems.has_key("worker.max_batch") && problems.has_key("worker.retry_delay_min_ms"), "{error}");
+        assert!(
+            problems.has_key("worker.max_batch") && problems.has_key("worker.retry_delay_min_ms"),
+            "{error}"
+        );
         assert!(load("[worker]\nbogus = 1\n", &[]).is_err(), "unknown keys are errors");
     }
 

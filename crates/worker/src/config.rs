@@ -62,7 +62,11 @@ impl WorkerConfig {
     pub fn from_settings(worker: &WorkerSettings) -> Self {
         let ms = Duration::from_millis;
         Self {
-            worker_id: if worker.id.is_empty() { uuid::Uuid::now_v7().to_string() } else { worker.id.clone() },
+            worker_id: if worker.id.is_empty() {
+                uuid::Uuid::now_v7().to_string()
+            } else {
+                worker.id.clone()
+            },
             lease_ttl: ms(worker.lease_ttl_ms),
             renew_every: ms(worker.renew_every_ms),
             max_batch: worker.max_batch,
@@ -123,8 +127,14 @@ mod tests {
     #[test]
     fn the_worker_section_gives_the_same_defaults() {
         let from_settings = WorkerConfig::from_settings(&WorkerSettings::default());
-        assert_eq!(WorkerConfig { worker_id: from_settings.worker_id.clone(), ..WorkerConfig::default() }, from_settings);
-        assert_ne!(from_settings.worker_id, WorkerConfig::from_settings(&WorkerSettings::default()).worker_id);
+        assert_eq!(
+            WorkerConfig { worker_id: from_settings.worker_id.clone(), ..WorkerConfig::default() },
+            from_settings
+        );
+        assert_ne!(
+            from_settings.worker_id,
+            WorkerConfig::from_settings(&WorkerSettings::default()).worker_id
+        );
     }
 
     #[test]

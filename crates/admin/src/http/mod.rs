@@ -92,7 +92,12 @@ pub fn router(state: AdminState) -> Router {
 
 /// `Authorization: Bearer <admin.token>`, compared in constant time. An
 /// unset token disables the operations API.
-async fn authorize(State(state): State<AdminState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn authorize(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     let token = &state.settings.admin.token;
     let given = headers
         .get(header::AUTHORIZATION)
@@ -109,7 +114,8 @@ async fn authorize(State(state): State<AdminState>, headers: HeaderMap, request:
         None => next.run(request).await,
         Some(message) => {
             let body = ErrorBody { error: "unauthorized".to_owned(), message: message.to_owned() };
-            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], axum::Json(body)).into_response()
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], axum::Json(body))
+                .into_response()
         }
     }
 }
@@ -131,7 +137,8 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         .collect();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let word = if ready { "ready" } else { "not_ready" };
-    (status, axum::Json(json!({"status": word, "role": state.role.as_str(), "checks": checks}))).into_response()
+    (status, axum::Json(json!({"status": word, "role": state.role.as_str(), "checks": checks})))
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus text, the deployment gauges refreshed if due.

@@ -93,7 +93,13 @@ pub async fn list_dead_letters(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> OpsResult<Json<Vec<DeadLetter>>> {
     let q = query(q)?;
-    let filter = FilterArgs { bot: q.bot, conversation: q.conversation, reason: q.reason, since: q.since, until: q.until };
+    let filter = FilterArgs {
+        bot: q.bot,
+        conversation: q.conversation,
+        reason: q.reason,
+        since: q.since,
+        until: q.until,
+    };
     Ok(Json(dead_letters::list(&state.store, &filter, q.limit.unwrap_or(100)).await?))
 }
 
@@ -115,7 +121,10 @@ pub async fn show_dead_letter(
     responses((status = 200, body = Changed), (status = 404, body = ErrorBody),
                (status = 409, body = ErrorBody, description = "Not a dead letter"),
                (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn replay_dead_letter(State(state): State<AdminState>, Path(id): Path<i64>) -> OpsResult<Json<Changed>> {
+pub async fn replay_dead_letter(
+    State(state): State<AdminState>,
+    Path(id): Path<i64>,
+) -> OpsResult<Json<Changed>> {
     Ok(Json(dead_letters::replay_one(&state.store, id).await?))
 }
 
@@ -125,7 +134,10 @@ pub async fn replay_dead_letter(State(state): State<AdminState>, Path(id): Path<
     responses((status = 200, body = Changed), (status = 404, body = ErrorBody),
                (status = 409, body = ErrorBody, description = "Not a dead letter"),
                (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn skip_dead_letter(State(state): State<AdminState>, Path(id): Path<i64>) -> OpsResult<Json<Changed>> {
+pub async fn skip_dead_letter(
+    State(state): State<AdminState>,
+    Path(id): Path<i64>,
+) -> OpsResult<Json<Changed>> {
     Ok(Json(dead_letters::skip(&state.store, id).await?))
 }
 
