@@ -16,7 +16,7 @@ use std::time::Duration;
 use broker::{Publisher, Topology};
 use domain::Envelope;
 use lapin::message::BasicGetMessage;
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
@@ -100,11 +100,22 @@ pub async fn list(settings: &Settings, limit: usize) -> OpsResult<Vec<DeadEvent>
     listed
 }
 
+/// Takes up to `limit` messages, then hands them all back (`basic.nack`,
+/// requeued, in one frame) before the connection closes, so they are in the
+/// queue again, in their order, when the caller returns.
 async fn peek(channel: &Channel, queue: &str, limit: usize) -> OpsResult<Vec<DeadEvent>> {
     let mut events = Vec::new();
+    let mut last = None;
     while events.len() < limit {
         let Some(message) = take(channel, queue).await? else { break };
+        last = Some(message.delivery.delivery_tag);
         events.push(describe(&message));
+    }
+    if let Some(tag) = last {
+        channel
+            .basic_nack(tag, BasicNackOptions { multiple: true, requeue: true })
+            .await
+            .map_err(|error| OpsError::unavailable("handing the listed messages back", error))?;
     }
     Ok(events)
 }

@@ -109,6 +109,41 @@ pub struct WorkerSettings {
     pub retry_delay_max_ms: u64,
 }
 
+impl WorkerSettings {
+    /// The `[worker]` rules, the relations between its knobs (docs/protocol.md §6):
+    /// `(key, problem)` for each one broken.
+    pub(crate) fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut problems = Vec::new();
+        if self.id.len() > 128 || self.id.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+            problems
+                .push(("worker.id", "must be at most 128 characters, without spaces or control characters"));
+        }
+        if self.lease_ttl_ms < 100 {
+            problems.push(("worker.lease_ttl_ms", "must be at least 100"));
+        }
+        // Two renewals per lease lifetime at least, or one slow round trip to the
+        // database would cost the worker its shards.
+        if self.renew_every_ms == 0 || self.renew_every_ms.saturating_mul(2) > self.lease_ttl_ms {
+            problems
+                .push(("worker.renew_every_ms", "must be above 0 and at most half of worker.lease_ttl_ms"));
+        }
+        for (key, value) in [
+            ("worker.max_batch", self.max_batch as u64),
+            ("worker.timer_poll_ms", self.timer_poll_ms),
+            ("worker.timer_batch", self.timer_batch as u64),
+        ] {
+            if value == 0 {
+                problems.push((key, "must be at least 1"));
+            }
+        }
+        if self.retry_delay_min_ms == 0 || self.retry_delay_min_ms > self.retry_delay_max_ms {
+            problems
+                .push(("worker.retry_delay_min_ms", "must be above 0 and at most worker.retry_delay_max_ms"));
+        }
+        problems
+    }
+}
+
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {

@@ -202,34 +202,15 @@ pub(crate) fn settings(s: &Settings, url_errors: Vec<Option<String>>) -> Problem
     if s.log.filter.trim().is_empty() {
         c.fail("log.filter", "must not be empty (e.g. `info`)");
     }
-    check_worker(&mut c, &s.worker);
+    for (key, message) in s.worker.problems() {
+        c.fail(key, message);
+    }
     let token = s.admin.token.len();
     if token > 0 && token < MIN_ADMIN_TOKEN_CHARS {
         c.fail("admin.token", format!("must be at least {MIN_ADMIN_TOKEN_CHARS} characters (got {token})"));
     }
     c.at_least_one("admin.gauges_refresh_secs", s.admin.gauges_refresh_secs);
     Problems(c.0)
-}
-
-/// The `[worker]` rules: the relations between its knobs (docs/protocol.md §6).
-fn check_worker(c: &mut Checker, w: &crate::WorkerSettings) {
-    if w.id.len() > 128 || w.id.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
-        c.fail("worker.id", "must be at most 128 characters, without spaces or control characters");
-    }
-    if w.lease_ttl_ms < 100 {
-        c.fail("worker.lease_ttl_ms", "must be at least 100");
-    }
-    // Two renewals per lease lifetime at least, or one slow round trip to the
-    // database would cost the worker its shards.
-    if w.renew_every_ms == 0 || w.renew_every_ms.saturating_mul(2) > w.lease_ttl_ms {
-        c.fail("worker.renew_every_ms", "must be above 0 and at most half of worker.lease_ttl_ms");
-    }
-    c.at_least_one("worker.max_batch", w.max_batch as u64);
-    c.at_least_one("worker.timer_poll_ms", w.timer_poll_ms);
-    c.at_least_one("worker.timer_batch", w.timer_batch as u64);
-    if w.retry_delay_min_ms == 0 || w.retry_delay_min_ms > w.retry_delay_max_ms {
-        c.fail("worker.retry_delay_min_ms", "must be above 0 and at most worker.retry_delay_max_ms");
-    }
 }
 
 /// Collects problems.

@@ -21,6 +21,7 @@
 //!   conversation's deliveries with their attempts.
 //! - [`timers`]: durable timers, claimed by pollers.
 //! - [`leases`]: workers and the shards they hold.
+//! - [`gauges`]: what the admin listener's gauges read, in capped index walks.
 //! - [`listen`]: [`OutboxListener`], `LISTEN` for new deliveries.
 //! - [`error`]: [`Error`] and [`Result`].
 
