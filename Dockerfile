@@ -6,5 +6,6 @@ RUN cargo build --release -p escalations
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/escalations /usr/local/bin/escalations
-EXPOSE 8080
+# 8080: the public API; 9180-9182: the admin listener of ingress, worker, all (never public).
+EXPOSE 8080 9180 9181 9182
 ENTRYPOINT ["escalations"]
