@@ -1,10 +1,14 @@
-//! `escalations dead-events`: the events RabbitMQ dead-lettered to
-//! `{prefix}.dead` — bodies that are not envelopes (rejected at once by the
-//! worker), events the store refused, and events delivered more often than
-//! `broker.delivery_limit` — listed, replayed to their shard queue, or purged.
+//! `escalations dead-events`: the events in `{prefix}.dead` — bodies that
+//! are not envelopes and events the store refuses alone, both dead-lettered
+//! by the worker with the reason in their headers (and, from queues declared
+//! by earlier versions, events RabbitMQ dead-lettered after too many
+//! deliveries) — listed, replayed to their shard queue, or purged.
 //!
 //! Listing takes the messages without acking and then closes the channel,
-//! which puts every one of them back. Replaying republishes each decodable
+//! which puts every one of them back at the head of the queue, in order.
+//! Each listing counts as a delivery of every message it showed; the queue's
+//! limit (`broker::BROKER_DELIVERY_LIMIT`) is one no number of listings
+//! reaches, so listing never drops or dead-letters anything. Replaying republishes each decodable
 //! one to its conversation's shard (confirmed) and only then acks it, one at
 //! a time in queue order; a crash in between replays it twice, which the
 //! worker's dedupe on event ids makes harmless. A replayed event joins the
@@ -174,14 +178,13 @@ async fn take(channel: &Channel, queue: &str) -> anyhow::Result<Option<BasicGetM
 }
 
 /// One dead-lettered message as JSON: its ids from the headers (the body may
-/// not decode), and why and when RabbitMQ dead-lettered it (`x-death`).
+/// not decode), and why and when it was dead-lettered: the worker's
+/// `x-escalations-*` headers, or RabbitMQ's `x-death` for what a queue of an
+/// earlier version dead-lettered.
 fn describe(message: &BasicGetMessage) -> Value {
+    use broker::dead::{DEAD_AT_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, text_header};
     let headers = message.delivery.properties.headers().clone().unwrap_or_default();
-    let text = |table: &FieldTable, name: &str| match table.inner().get(name) {
-        Some(AMQPValue::LongString(value)) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        Some(AMQPValue::ShortString(value)) => Some(value.as_str().to_owned()),
-        _ => None,
-    };
+    let text = |table: &FieldTable, name: &str| text_header(table, name);
     let death = match headers.inner().get("x-death") {
         Some(AMQPValue::FieldArray(deaths)) => deaths.as_slice().first().and_then(|first| match first {
             AMQPValue::FieldTable(table) => Some(table.clone()),
@@ -202,9 +205,10 @@ fn describe(message: &BasicGetMessage) -> Value {
         "conversationId": text(&headers, "conversation-id"),
         "eventType": text(&headers, "event-type"),
         "eventId": message.delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned()),
-        "reason": death.as_ref().and_then(|d| text(d, "reason")),
-        "fromQueue": death.as_ref().and_then(|d| text(d, "queue")),
-        "deadLetteredAt": at,
+        "reason": text(&headers, REASON_HEADER).or_else(|| death.as_ref().and_then(|d| text(d, "reason"))),
+        "error": text(&headers, ERROR_HEADER),
+        "fromQueue": text(&headers, QUEUE_HEADER).or_else(|| death.as_ref().and_then(|d| text(d, "queue"))),
+        "deadLetteredAt": text(&headers, DEAD_AT_HEADER).or(at),
         "replayable": decodes,
     })
 }
