@@ -202,7 +202,19 @@ async fn move_some(connection: &Connection, from: &str, to: &str, count: u32) ->
 /// refuse `if-empty` deletes, so the check is a passive declare just before;
 /// the migration being offline, nothing can arrive in between.
 async fn delete_empty(connection: &Connection, queue: &str) -> Result<()> {
-    if let Some((ready, consumers)) = passive(connection, queue).await?
+    // A quorum queue reports a closed consumer gone a moment later (its
+    // removal goes through the queue's log): wait for that, briefly.
+    let mut state = passive(connection, queue).await?;
+    for _ in 0..50 {
+        match state {
+            Some((_, consumers)) if consumers > 0 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                state = passive(connection, queue).await?;
+            }
+            _ => break,
+        }
+    }
+    if let Some((ready, consumers)) = state
         && (ready > 0 || consumers > 0)
     {
         return Err(Error::Precondition(format!(

@@ -211,6 +211,12 @@ async fn listing_many_times_never_consumes_or_drops_a_dead_letter() {
         assert!(rows.iter().all(|row| row["reason"] == "undecodable"), "round {round}: {json}");
         assert!(rows.iter().all(|row| row["error"].as_str().is_some_and(|e| e.contains("line 1"))));
     }
+    // A quorum queue counts the returned messages as ready a moment after
+    // the listing's channel closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while depth(&channel, &dead).await != 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(depth(&channel, &dead).await, 5, "listing consumed nothing");
 
     topology.delete(&channel).await.expect("delete");
