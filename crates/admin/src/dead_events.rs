@@ -1,11 +1,15 @@
-//! Events RabbitMQ dead-lettered to `{prefix}.dead` — bodies that are not
-//! envelopes (rejected at once by the worker), events the store refused, and
-//! events delivered more often than `broker.delivery_limit` — listed,
-//! replayed to their shard queue, or purged. Behind `escalations dead-events`
-//! and the admin API's `/v1/dead-events`.
+//! The events in `{prefix}.dead` — bodies that are not envelopes and events
+//! the store refuses alone, both dead-lettered by the worker with the reason
+//! in their headers (and, from queues declared by earlier versions, events
+//! RabbitMQ dead-lettered after too many deliveries) — listed, replayed to
+//! their shard queue, or purged. Behind `escalations dead-events` and the
+//! admin API's `/v1/dead-events`.
 //!
-//! Listing takes the messages without acking and then closes the channel,
-//! which puts every one of them back. Replaying republishes each decodable
+//! Listing takes the messages without acking and then hands them back, which
+//! puts every one of them back at the head of the queue, in order. Each
+//! listing counts as a delivery of every message it showed; the queue's limit
+//! (`broker::BROKER_DELIVERY_LIMIT`) is one no number of listings reaches, so
+//! listing never drops or dead-letters anything. Replaying republishes each decodable
 //! one to its conversation's shard (confirmed) and only then acks it, one at
 //! a time in queue order; a crash in between replays it twice, which the
 //! worker's dedupe on event ids makes harmless. A replayed event joins the
@@ -38,8 +42,12 @@ pub struct DeadEvent {
     pub event_type: Option<String>,
     /// The event id (message id).
     pub event_id: Option<String>,
-    /// RabbitMQ's reason: `rejected`, `delivery_limit`, ...
+    /// Why: the worker's `undecodable` or `store_rejected`, or, for what a
+    /// queue of an earlier version dead-lettered, RabbitMQ's `rejected`,
+    /// `delivery_limit`, ...
     pub reason: Option<String>,
+    /// The worker's error text, when the worker dead-lettered it.
+    pub error: Option<String>,
     /// The shard queue it came from.
     pub from_queue: Option<String>,
     /// When it was dead-lettered (RFC 3339).
@@ -197,12 +205,9 @@ async fn take(channel: &Channel, queue: &str) -> OpsResult<Option<BasicGetMessag
 }
 
 fn describe(message: &BasicGetMessage) -> DeadEvent {
+    use broker::dead::{DEAD_AT_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, text_header};
     let headers = message.delivery.properties.headers().clone().unwrap_or_default();
-    let text = |table: &FieldTable, name: &str| match table.inner().get(name) {
-        Some(AMQPValue::LongString(value)) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        Some(AMQPValue::ShortString(value)) => Some(value.as_str().to_owned()),
-        _ => None,
-    };
+    let text = |table: &FieldTable, name: &str| text_header(table, name);
     let death = match headers.inner().get("x-death") {
         Some(AMQPValue::FieldArray(deaths)) => deaths.as_slice().first().and_then(|first| match first {
             AMQPValue::FieldTable(table) => Some(table.clone()),
@@ -222,9 +227,10 @@ fn describe(message: &BasicGetMessage) -> DeadEvent {
         conversation_id: text(&headers, "conversation-id"),
         event_type: text(&headers, "event-type"),
         event_id: message.delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned()),
-        reason: death.as_ref().and_then(|d| text(d, "reason")),
-        from_queue: death.as_ref().and_then(|d| text(d, "queue")),
-        dead_lettered_at: at,
+        reason: text(&headers, REASON_HEADER).or_else(|| death.as_ref().and_then(|d| text(d, "reason"))),
+        error: text(&headers, ERROR_HEADER),
+        from_queue: text(&headers, QUEUE_HEADER).or_else(|| death.as_ref().and_then(|d| text(d, "queue"))),
+        dead_lettered_at: text(&headers, DEAD_AT_HEADER).or(at),
         replayable: Envelope::from_bytes(&message.delivery.data).is_ok(),
     }
 }

@@ -15,7 +15,9 @@
 //! every outstanding delivery up to a tag (`multiple = true`), so one ack
 //! settles a whole committed batch.
 //!
-//! Stopping is [`ShardConsumer::cancel`], which closes the channel: every
+//! Stopping is [`ShardConsumer::cancel`], which closes the channel, and so
+//! is dropping a consumer that was not cancelled (an aborted task, an early
+//! return): see the `Drop` impl. Either way every
 //! delivery not yet settled goes back to the queue, ahead of everything else,
 //! and only then does the next waiting consumer become active — so it gets
 //! them first, in order. A plain `basic.cancel` is deliberately not offered:
@@ -40,7 +42,7 @@ use crate::{
 };
 
 /// One message of a shard queue, as the worker needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     /// The channel's delivery tag: what [`ShardConsumer::ack_through`],
     /// [`ShardConsumer::reject`] and [`ShardConsumer::requeue`] take.
@@ -54,6 +56,9 @@ pub struct Delivery {
     pub redelivered: bool,
     /// The AMQP `reply_to`: where the publisher wants the verdict, if anywhere.
     pub reply_to: Option<String>,
+    /// Every property as published (headers included), kept so that a dead
+    /// letter carries what the publisher wrote.
+    pub properties: lapin::BasicProperties,
 }
 
 impl Delivery {
@@ -63,6 +68,7 @@ impl Delivery {
             message_id: delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned()),
             redelivered: delivery.redelivered,
             reply_to: delivery.properties.reply_to().as_ref().map(|queue| queue.as_str().to_owned()),
+            properties: delivery.properties,
             body: delivery.data,
         }
     }
@@ -199,8 +205,22 @@ impl ShardConsumer {
             .map_err(Error::amqp(format!("basic.ack on {}", self.queue)))
     }
 
+    /// Ack one delivery alone (`multiple = false`), e.g. once its copy is in
+    /// the dead-letter queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Amqp`] if the channel is closed (the message will be redelivered).
+    pub async fn ack(&self, tag: u64) -> Result<()> {
+        self.channel
+            .basic_ack(tag, BasicAckOptions { multiple: false })
+            .await
+            .map_err(Error::amqp(format!("basic.ack on {}", self.queue)))
+    }
+
     /// Reject one delivery without requeueing it: the queue dead-letters it to
-    /// the topology's dead-letter exchange (poison).
+    /// the topology's dead-letter exchange. The worker does not use this for
+    /// poison (it publishes the dead letter itself, see [`crate::dead`]).
     ///
     /// # Errors
     ///
@@ -236,6 +256,7 @@ impl ShardConsumer {
     /// [`Error::Amqp`] if closing failed; the broker returns the deliveries
     /// when the channel or connection goes away in any case.
     pub async fn cancel(self) -> Result<()> {
+        // `self` is dropped afterwards; `Drop` finds the channel closed.
         if !self.channel.status().connected() {
             return Ok(());
         }
@@ -243,5 +264,21 @@ impl ShardConsumer {
             .close(200, "OK".into())
             .await
             .map_err(Error::amqp(format!("close channel of {}", self.queue)))
+    }
+}
+
+/// A consumer dropped without [`ShardConsumer::cancel`] (its task aborted,
+/// an early return) closes its channel too, never leaving a bare
+/// `basic.cancel` behind: lapin's own consumer drop sends `basic.cancel`
+/// while the channel is open, which is the reordering the module docs
+/// describe. Polling `channel.close` once marks the channel closing and
+/// queues the close before the consumer field is dropped; lapin then skips
+/// the cancel of a consumer whose channel is not connected.
+impl Drop for ShardConsumer {
+    fn drop(&mut self) {
+        if self.channel.status().connected() {
+            let closing = self.channel.close(200, "OK".into()).now_or_never();
+            tracing::debug!(queue = %self.queue, done = closing.is_some(), "shard consumer dropped; channel closed");
+        }
     }
 }

@@ -59,6 +59,12 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
+
+    /// A topology operation cannot go on as things are (a queue to migrate
+    /// still has consumers, a queue that stopped delivering); the message
+    /// says what to do.
+    #[error("{0}")]
+    Precondition(String),
 }
 
 /// The error of [`crate::Publisher::publish`]; the same type as [`Error`].
@@ -81,6 +87,7 @@ impl Error {
             Error::InvalidMessage(_) => "invalid_message",
             Error::InvalidName(_) => "invalid_name",
             Error::Amqp { .. } => "amqp",
+            Error::Precondition(_) => "precondition",
         }
     }
 

@@ -4,14 +4,18 @@
 //! - [`shard`]: [`shard_for`] maps a (bot, conversation) to one of N shards
 //!   with a pinned xxh3 hash, so a conversation always lands on one queue.
 //! - [`topology`]: [`Topology`] names and declares the direct exchange, the N
-//!   quorum shard queues (single active consumer, delivery limit) and the
-//!   dead-letter exchange and queue.
+//!   quorum shard queues (single active consumer, no broker-side poison
+//!   limit) and the dead-letter exchange and queue.
+//! - [`migrate`]: recreates queues an earlier version declared with other
+//!   arguments, keeping their messages in order.
 //! - [`publisher`]: [`Publisher`] keeps a connection with confirm-mode
 //!   channels alive in the background and publishes [`OutboundMessage`]s,
 //!   answering only once the broker confirmed, or failing fast when it can't.
 //! - [`consumer`]: [`ShardConsumer`] reads one shard queue on its own channel
 //!   (prefetch, manual acks) and yields typed [`Delivery`]s, with
-//!   ack-through-tag, reject to the dead letters, and a draining stop.
+//!   ack-through-tag and a stop that always closes the channel.
+//! - [`dead`]: the worker's dead letters, published (confirmed) with the
+//!   reason in their headers.
 //! - [`live`]: the live topic exchange (transient, unconfirmed fan-out of
 //!   committed widget events), its routing keys and publishing.
 //! - [`error`]: the crate's single [`Error`] type ([`PublishError`] is the
@@ -21,8 +25,10 @@
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`).
 
 pub mod consumer;
+pub mod dead;
 pub mod error;
 pub mod live;
+pub mod migrate;
 pub mod publisher;
 pub mod shard;
 pub mod topology;
@@ -35,4 +41,4 @@ pub use live::{
 };
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};
 pub use shard::shard_for;
-pub use topology::Topology;
+pub use topology::{BROKER_DELIVERY_LIMIT, Topology};

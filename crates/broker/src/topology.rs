@@ -1,12 +1,20 @@
 //! Names and declaration of the RabbitMQ objects the relay uses.
 //!
 //! ```text
-//! {prefix}.events (direct) --shard.000--> {prefix}.shard.000 (quorum) --+
-//!                          --shard.001--> {prefix}.shard.001 (quorum) --+-- dead-lettered after
-//!                          ...                                          |   delivery_limit attempts
-//! {prefix}.dlx (fanout) <-----------------------------------------------+
-//!        +--> {prefix}.dead (quorum)
+//! {prefix}.events (direct) --shard.000--> {prefix}.shard.000 (quorum)
+//!                          --shard.001--> {prefix}.shard.001 (quorum)
+//!                          ...
+//! worker: an event that fails alone --------------> {prefix}.dead (quorum)
+//! {prefix}.dlx (fanout) --------------------------> {prefix}.dead
 //! ```
+//!
+//! Poison is decided by the worker, never by the broker (docs/protocol.md
+//! §6): the worker publishes an event that fails alone to `{prefix}.dead`
+//! itself, then acks it. The broker's own delivery limit would count every
+//! delivery a killed worker left unsettled (each prefetched message, on
+//! every kill), so queues are declared with [`BROKER_DELIVERY_LIMIT`], a
+//! limit no incident reaches, and the dead-letter exchange only remains as a
+//! backstop behind it. See [`crate::migrate`] for queues declared before.
 //!
 //! Declaration is idempotent: both the publisher (on every connect) and the
 //! workers may declare it, as long as they use the same [`Topology`] values.
@@ -31,12 +39,25 @@ pub struct Topology {
     /// Number of shard queues. Changing it re-maps conversations to shards, so
     /// it must not change while messages are in flight.
     pub shards: u16,
-    /// Deliveries of one message before it is dead-lettered (`x-delivery-limit`).
+    /// Ignored: poison is counted by the worker, and every queue is declared
+    /// with [`BROKER_DELIVERY_LIMIT`]. Kept so that the `broker.delivery_limit`
+    /// setting of existing configurations still has a place to go.
     pub delivery_limit: u32,
 }
 
+/// The `x-delivery-limit` of every queue: not a poison limit but a value no
+/// number of worker kills, restarts or outages reaches, so that the broker
+/// never dead-letters (or, on RabbitMQ 4.x, drops) an event by itself.
+///
+/// Explicit rather than absent: RabbitMQ 4.x applies a default limit of 20
+/// to a quorum queue declared without one. Positive rather than `-1`
+/// ("unlimited" on 4.x): 3.10 accepts only non-negative limits, and 4.x
+/// returns a requeued message to the back of a queue that has no limit.
+pub const BROKER_DELIVERY_LIMIT: i64 = 1_000_000_000;
+
 impl Topology {
-    /// A topology with the given prefix, shard count and delivery limit.
+    /// A topology with the given prefix and shard count (`delivery_limit` is
+    /// ignored, see [`Topology::delivery_limit`]).
     #[must_use]
     pub fn new(prefix: impl Into<String>, shards: u16, delivery_limit: u32) -> Self {
         Self { prefix: prefix.into(), shards, delivery_limit }
@@ -83,8 +104,9 @@ impl Topology {
         // One active consumer per shard is what turns "one conversation, one
         // shard" into "one conversation, processed in order".
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        // A poison message must not block its shard forever.
-        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.delivery_limit)));
+        // Poison is the worker's call; see BROKER_DELIVERY_LIMIT.
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT));
+        // Only a backstop now: reached only past BROKER_DELIVERY_LIMIT.
         args.insert("x-dead-letter-exchange".into(), long_string(&self.dead_letter_exchange()));
         // The default (at-most-once) would drop a message if the dead-letter
         // queue is unavailable at that moment; at-least-once keeps it until
@@ -96,9 +118,15 @@ impl Topology {
         args
     }
 
-    fn dead_letter_queue_arguments() -> FieldTable {
+    /// The exact arguments of the dead-letter queue: a quorum queue whose
+    /// messages no number of `dead-events list` runs can drop (on RabbitMQ
+    /// 4.x a quorum queue declared without a limit drops a message after 20
+    /// returns, and every listing returns each message it showed).
+    #[must_use]
+    pub fn dead_letter_queue_arguments() -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_string("quorum"));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT));
         args
     }
 
@@ -124,7 +152,10 @@ impl Topology {
         channel
             .queue_declare(dead.clone(), QueueDeclareOptions::durable(), Self::dead_letter_queue_arguments())
             .await
-            .map_err(Error::amqp(format!("declare queue {dead}")))?;
+            .map_err(Error::amqp(format!(
+                "declare queue {dead} (an inequivalent argument means it was declared by an earlier \
+                 version: stop every process and run `escalations topology migrate --yes`)"
+            )))?;
         // Fanout ignores the key; dead-lettered messages keep their shard key.
         channel
             .queue_bind(
@@ -150,9 +181,9 @@ impl Topology {
                 .queue_declare(queue.clone(), QueueDeclareOptions::durable(), args.clone())
                 .await
                 .map_err(Error::amqp(format!(
-                    "declare queue {queue} (if RabbitMQ finds an inequivalent argument, the queue exists \
-                     with another delivery limit: broker.delivery_limit must match the existing queues, \
-                     whose limit a RabbitMQ delivery-limit policy can raise)"
+                    "declare queue {queue} (an inequivalent argument means it was declared by an \
+                     earlier version, with a delivery limit that dead-letters valid events: stop \
+                     every process and run `escalations topology migrate --yes`)"
                 )))?;
             channel
                 .queue_bind(
@@ -233,10 +264,20 @@ mod tests {
         let get = |k: &str| args.inner().get(k).cloned();
         assert_eq!(get("x-queue-type"), Some(long_string("quorum")));
         assert_eq!(get("x-single-active-consumer"), Some(AMQPValue::Boolean(true)));
-        assert_eq!(get("x-delivery-limit"), Some(AMQPValue::LongLongInt(7)));
+        // Not the configured 7: the broker never decides what is poison.
+        assert_eq!(get("x-delivery-limit"), Some(AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT)));
         assert_eq!(get("x-dead-letter-exchange"), Some(long_string("esc.dlx")));
         assert_eq!(get("x-dead-letter-strategy"), Some(long_string("at-least-once")));
         assert_eq!(get("x-overflow"), Some(long_string("reject-publish")));
+    }
+
+    #[test]
+    fn the_dead_letter_queue_has_a_limit_no_listing_reaches() {
+        let args = Topology::dead_letter_queue_arguments();
+        let get = |k: &str| args.inner().get(k).cloned();
+        assert_eq!(get("x-queue-type"), Some(long_string("quorum")));
+        assert_eq!(get("x-delivery-limit"), Some(AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT)));
+        assert_eq!(get("x-dead-letter-exchange"), None, "a dead letter goes nowhere else");
     }
 
     #[test]

@@ -169,3 +169,82 @@ async fn consuming_a_missing_queue_is_an_error_naming_it() {
     assert!(text.contains(&topology.shard_queue(0)), "{text}");
     let _ = connection.close(200, "OK".into()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_consumer_task_closes_its_channel_so_the_unacked_come_back_first() {
+    let topology = unique_topology(2, 5);
+    let t = topology.clone();
+    with_cleanup(&topology, async move {
+        let shard = publish_conversation(&t, "conv-4", 8).await;
+        // A's connection outlives A's task: only the consumer's own drop
+        // decides how its channel goes away.
+        let connection_a = std::sync::Arc::new(
+            Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("connect"),
+        );
+        let (connection_b, channel) = raw().await;
+
+        // A takes 1–3 (prefetch 3) and is mid-batch when its task is aborted.
+        let (holding, held) = tokio::sync::oneshot::channel();
+        let (conn, topo) = (connection_a.clone(), t.clone());
+        let task = tokio::spawn(async move {
+            let mut a = ShardConsumer::start(&conn, &topo, shard, 3, "worker-a").await.expect("start a");
+            for _ in 0..3 {
+                next(&mut a).await;
+            }
+            holding.send(()).expect("test waits");
+            std::future::pending::<()>().await;
+            drop(a);
+        });
+        held.await.expect("A holds three");
+        let mut b = ShardConsumer::start(&connection_b, &t, shard, 50, "worker-b").await.expect("start b");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), b.next()).await.is_err(),
+            "single active consumer: B idles while A is active"
+        );
+        task.abort();
+        assert!(task.await.expect_err("aborted").is_cancelled());
+
+        // A bare basic.cancel would activate B while A still held 1–3, and
+        // B would get 4–8 first. The closed channel returns 1–3 first.
+        let mut all = Vec::new();
+        for _ in 0..8 {
+            all.push(next(&mut b).await);
+        }
+        assert_eq!(numbers(&all), expected(1..=8), "A's unacked come back ahead of the rest");
+        assert!(all[..3].iter().all(|d| d.redelivered));
+        b.ack_through(all[7].tag).await.expect("ack");
+        b.cancel().await.expect("cancel");
+        assert_eq!(message_count(&channel, &t.shard_queue(shard)).await, 0);
+        let _ = connection_a.close(200, "OK".into()).await;
+        let _ = connection_b.close(200, "OK".into()).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeliveries_never_dead_letter_a_message() {
+    // The configured limit (5) is what earlier versions gave the broker.
+    let topology = unique_topology(1, 5);
+    let t = topology.clone();
+    with_cleanup(&topology, async move {
+        let shard = publish_conversation(&t, "conv-5", 1).await;
+        let (connection, channel) = raw().await;
+        // A worker killed with the message prefetched, eight times over.
+        for round in 0..8 {
+            let mut consumer = ShardConsumer::start(&connection, &t, shard, 10, &format!("killed-{round}"))
+                .await
+                .expect("start");
+            let delivery = next(&mut consumer).await;
+            assert_eq!(numbers(std::slice::from_ref(&delivery)), expected(1..=1), "round {round}");
+            consumer.cancel().await.expect("close without settling");
+        }
+        let mut consumer = ShardConsumer::start(&connection, &t, shard, 10, "survivor").await.expect("start");
+        let delivery = next(&mut consumer).await;
+        assert_eq!(numbers(std::slice::from_ref(&delivery)), expected(1..=1));
+        consumer.ack_through(delivery.tag).await.expect("ack");
+        consumer.cancel().await.expect("cancel");
+        assert_eq!(message_count(&channel, &t.dead_letter_queue()).await, 0, "nothing dead-lettered");
+        let _ = connection.close(200, "OK".into()).await;
+    })
+    .await;
+}

@@ -114,7 +114,8 @@ async fn routes_each_shard_key_to_its_queue_only() {
 }
 
 #[tokio::test]
-async fn dead_letters_after_the_delivery_limit() {
+async fn a_message_requeued_over_and_over_is_never_dead_lettered_by_the_broker() {
+    // 1 was a limit earlier versions honoured; poison is now the worker's call.
     let topology = unique_topology(1, 1);
     let t = topology.clone();
     with_cleanup(&topology, async move {
@@ -126,7 +127,7 @@ async fn dead_letters_after_the_delivery_limit() {
                 t.exchange().as_str().into(),
                 t.routing_key(0).as_str().into(),
                 BasicPublishOptions::default(),
-                b"poison",
+                b"valid",
                 BasicProperties::default(),
             )
             .await
@@ -134,12 +135,12 @@ async fn dead_letters_after_the_delivery_limit() {
             .await
             .expect("confirm");
 
-        // A consumer keeps failing: nack with requeue until the queue gives up.
+        // Requeued (as a nack from a consumer in trouble would) ten times.
         let queue = t.shard_queue(0);
         let mut consumer = channel
             .basic_consume(
                 queue.as_str().into(),
-                "failing-worker".into(),
+                "troubled-worker".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -147,7 +148,7 @@ async fn dead_letters_after_the_delivery_limit() {
             .expect("basic_consume");
         let mut deliveries = 0;
         while deliveries < 10 {
-            let next = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next()).await;
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await;
             let Ok(Some(delivery)) = next else { break };
             deliveries += 1;
             delivery
@@ -156,11 +157,8 @@ async fn dead_letters_after_the_delivery_limit() {
                 .await
                 .expect("nack");
         }
-        assert!(deliveries <= 3, "delivery limit 1 allows at most 2 deliveries, saw {deliveries}");
-
-        let dead = get_eventually(&channel, &t.dead_letter_queue()).await.expect("dead-lettered");
-        assert_eq!(dead.delivery.data, b"poison");
-        assert_eq!(message_count(&channel, &queue).await, 0, "shard queue must be empty");
+        assert_eq!(deliveries, 10, "the message kept coming back");
+        assert_eq!(message_count(&channel, &t.dead_letter_queue()).await, 0, "nothing dead-lettered");
         let _ = connection.close(200, "OK".into()).await;
     })
     .await;
@@ -181,18 +179,180 @@ async fn delete_removes_everything_and_is_repeatable() {
     let _ = connection.close(200, "OK".into()).await;
 }
 
-#[tokio::test]
-async fn a_mismatched_delivery_limit_names_the_setting() {
+/// Declares what earlier versions declared: shard queues whose broker-side
+/// delivery limit (5) dead-letters, and a dead-letter queue with no limit.
+async fn declare_legacy(channel: &lapin::Channel, t: &broker::Topology) {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let long = |v: &str| AMQPValue::LongString(v.into());
+    channel
+        .exchange_declare(
+            t.dead_letter_exchange().as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .expect("dlx");
+    let mut dead_args = FieldTable::default();
+    dead_args.insert("x-queue-type".into(), long("quorum"));
+    channel
+        .queue_declare(t.dead_letter_queue().as_str().into(), QueueDeclareOptions::durable(), dead_args)
+        .await
+        .expect("legacy dead queue");
+    channel
+        .queue_bind(
+            t.dead_letter_queue().as_str().into(),
+            t.dead_letter_exchange().as_str().into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind dead");
+    channel
+        .exchange_declare(t.exchange().as_str().into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .await
+        .expect("exchange");
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long("quorum"));
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(5));
+    args.insert("x-dead-letter-exchange".into(), long(&t.dead_letter_exchange()));
+    args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+    args.insert("x-overflow".into(), long("reject-publish"));
+    for shard in 0..t.shards {
+        let queue = t.shard_queue(shard);
+        channel
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args.clone())
+            .await
+            .expect("legacy shard queue");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                t.exchange().as_str().into(),
+                t.routing_key(shard).as_str().into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind shard");
+    }
+}
+
+async fn publish_confirmed(channel: &lapin::Channel, exchange: &str, key: &str, body: &[u8]) {
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            body,
+            BasicProperties::default().with_message_id(String::from_utf8_lossy(body).as_ref().into()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_of_an_earlier_version_are_recreated_with_their_messages_in_order() {
+    let topology = unique_topology(2, 5);
+    let t = topology.clone();
+    with_cleanup(&topology, async move {
+        let (connection, channel) = raw().await;
+        declare_legacy(&channel, &t).await;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+        for n in 1..=10 {
+            publish_confirmed(&channel, &t.exchange(), &t.routing_key(1), format!("shard-{n}").as_bytes())
+                .await;
+        }
+        for n in 1..=3 {
+            publish_confirmed(&channel, "", &t.dead_letter_queue(), format!("dead-{n}").as_bytes()).await;
+        }
+
+        // This version refuses to run on them, and says what to do.
+        let (_probe_connection, probe) = raw().await;
+        let error = t.declare(&probe).await.expect_err("legacy arguments are refused");
+        assert!(format!("{error}").contains("escalations topology migrate"), "{error}");
+
+        let report = broker::migrate::migrate(&t, &connection).await.expect("migrate");
+        let summary: Vec<(String, bool, u64)> =
+            report.iter().map(|q| (q.queue.clone(), q.recreated, q.messages)).collect();
+        assert_eq!(
+            summary,
+            [(t.shard_queue(0), true, 0), (t.shard_queue(1), true, 10), (t.dead_letter_queue(), true, 3)]
+        );
+        // The queues now have the current arguments: an identical declare passes.
+        let (_check_connection, check) = raw().await;
+        t.declare(&check).await.expect("declare after the migration");
+        check
+            .queue_declare(
+                t.shard_queue(1).as_str().into(),
+                QueueDeclareOptions::durable(),
+                t.shard_queue_arguments(),
+            )
+            .await
+            .expect("current shard arguments");
+        check
+            .queue_declare(
+                t.dead_letter_queue().as_str().into(),
+                QueueDeclareOptions::durable(),
+                broker::Topology::dead_letter_queue_arguments(),
+            )
+            .await
+            .expect("current dead-letter arguments");
+
+        let moved: Vec<Vec<u8>> =
+            consume(&check, &t.shard_queue(1), 10).await.into_iter().map(|d| d.data).collect();
+        let expected: Vec<Vec<u8>> = (1..=10).map(|n| format!("shard-{n}").into_bytes()).collect();
+        assert_eq!(moved, expected, "every message, in order");
+        let mut dead = Vec::new();
+        while let Some(message) = get_eventually(&check, &t.dead_letter_queue()).await {
+            dead.push(message.delivery.data);
+            if dead.len() == 3 {
+                break;
+            }
+        }
+        let expected: Vec<Vec<u8>> = (1..=3).map(|n| format!("dead-{n}").into_bytes()).collect();
+        assert_eq!(dead, expected);
+        for queue in [t.shard_queue(0), t.shard_queue(1), t.dead_letter_queue()] {
+            let (_c, probe) = raw().await;
+            let gone = probe
+                .queue_declare(format!("{queue}.migrating").as_str().into(), passive(), FieldTable::default())
+                .await
+                .expect_err("no holding queue is left");
+            assert_eq!(reply_code(&gone), Some(404));
+        }
+
+        // Running it again finds nothing to do.
+        let again = broker::migrate::migrate(&t, &connection).await.expect("migrate again");
+        assert!(again.iter().all(|q| !q.recreated && q.messages == 0), "{again:?}");
+        let _ = connection.close(200, "OK".into()).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_with_a_consumer_is_not_migrated() {
     let topology = unique_topology(1, 5);
     let t = topology.clone();
     with_cleanup(&topology, async move {
-        let (_connection, channel) = raw().await;
-        t.declare(&channel).await.expect("declare");
-        let other = broker::Topology::new(t.prefix.clone(), t.shards, 20);
-        let (_connection, channel) = raw().await;
-        let error = other.declare(&channel).await.expect_err("RabbitMQ refuses another limit");
-        let text = format!("{error}");
-        assert!(text.contains("broker.delivery_limit"), "{text}");
+        let (connection, channel) = raw().await;
+        declare_legacy(&channel, &t).await;
+        let _consumer = channel
+            .basic_consume(
+                t.shard_queue(0).as_str().into(),
+                "old-worker".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let (other, _c) = raw().await;
+        let error = broker::migrate::migrate(&t, &other).await.expect_err("a worker still consumes");
+        assert!(format!("{error}").contains("stop every worker"), "{error}");
+        let _ = other.close(200, "OK".into()).await;
+        let _ = connection.close(200, "OK".into()).await;
     })
     .await;
 }

@@ -90,6 +90,15 @@ pub enum TopologyAction {
         #[arg(long)]
         yes: bool,
     },
+    /// Recreate queues declared by an earlier version (a broker-side delivery
+    /// limit that dead-letters valid events) with the current arguments,
+    /// keeping their messages in order. Stop every ingress and worker first.
+    /// Resumable: run it again after an interruption. Needs --yes.
+    Migrate {
+        /// Confirm that no ingress or worker is running.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `dead-events` actions.

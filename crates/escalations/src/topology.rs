@@ -27,6 +27,23 @@ pub async fn run(settings: &Settings, action: Option<TopologyAction>) -> anyhow:
                 topology.dead_letter_queue()
             );
         }
+        TopologyAction::Migrate { yes } => {
+            if !yes {
+                bail!(
+                    "this recreates every queue of prefix {:?} declared by an earlier version; stop \
+                     every ingress and worker, then pass --yes",
+                    b.prefix
+                );
+            }
+            let report =
+                broker::migrate::migrate(&topology, &connection).await.context("migrating the topology")?;
+            for queue in &report {
+                let what = if queue.recreated { "recreated" } else { "already current" };
+                println!("{:<40} {what}, {} message(s) moved back in order", queue.queue, queue.messages);
+            }
+            let recreated = report.iter().filter(|queue| queue.recreated).count();
+            println!("{recreated} of {} queue(s) recreated; the topology is current", report.len());
+        }
         TopologyAction::Delete { yes } => {
             if !yes {
                 bail!("this deletes every queue of prefix {:?} with its messages; pass --yes", b.prefix);

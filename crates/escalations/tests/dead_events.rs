@@ -159,3 +159,66 @@ async fn dead_lettered_events_are_listed_replayed_and_purged() {
     topology.delete(&channel).await.expect("delete");
     let _ = connection.close(200, "bye".into()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_many_times_never_consumes_or_drops_a_dead_letter() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4());
+    let topology = Topology::new(prefix.clone(), 2, 5);
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("amqp");
+    let channel = connection.create_channel().await.expect("channel");
+    topology.declare(&channel).await.expect("declare");
+    let dead = topology.dead_letter_queue();
+    // The queue's own limit is one no listing reaches: an identical declare passes.
+    channel
+        .queue_declare(
+            dead.as_str().into(),
+            QueueDeclareOptions::durable(),
+            Topology::dead_letter_queue_arguments(),
+        )
+        .await
+        .expect("the dead-letter queue has its explicit limit");
+
+    // Dead letters as the worker writes them.
+    let ids: Vec<String> = (1..=5).map(|i| format!("ev-poison-{i}")).collect();
+    for id in &ids {
+        let delivery = broker::Delivery {
+            tag: 0,
+            body: b"not an envelope".to_vec(),
+            message_id: Some(id.clone()),
+            redelivered: false,
+            reply_to: None,
+            properties: BasicProperties::default().with_message_id(id.as_str().into()),
+        };
+        broker::dead::publish_dead_letter(
+            &connection,
+            &topology,
+            &delivery,
+            &topology.shard_queue(0),
+            "undecodable",
+            "expected value at line 1 column 1",
+        )
+        .await
+        .expect("dead-lettered");
+    }
+
+    // More listings than RabbitMQ 4.x's default limit of 20 deliveries.
+    for round in 0..25 {
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(&cli(&prefix, &["dead-events", "list", "--json"]))).expect("json");
+        let rows = json.as_array().expect("array");
+        let listed: Vec<&str> = rows.iter().map(|row| row["eventId"].as_str().expect("id")).collect();
+        assert_eq!(listed, ids, "round {round}: every dead letter, in order");
+        assert!(rows.iter().all(|row| row["reason"] == "undecodable"), "round {round}: {json}");
+        assert!(rows.iter().all(|row| row["error"].as_str().is_some_and(|e| e.contains("line 1"))));
+    }
+    // A quorum queue counts the returned messages as ready a moment after
+    // the listing's channel closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while depth(&channel, &dead).await != 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(depth(&channel, &dead).await, 5, "listing consumed nothing");
+
+    topology.delete(&channel).await.expect("delete");
+    let _ = connection.close(200, "bye".into()).await;
+}

@@ -64,16 +64,13 @@ pub struct BrokerConfig {
     /// Number of shard queues conversations are spread over (docs/protocol.md §6). Fixed for the life
     /// of a deployment: changing it moves conversations between shards. 1–1024. Default 32.
     pub shards: u16,
-    /// Deliveries of one message before it is dead-lettered as poison (quorum queue
-    /// `x-delivery-limit`). At least 1. Default 5.
+    /// Ignored; accepted so that existing configuration files still load. At least 1.
     ///
-    /// The worker rejects bodies that are not events and events the store refuses at once,
-    /// so this limit only catches a message that keeps crashing workers. But every
-    /// message a worker had prefetched counts one delivery each time its channel closes
-    /// unsettled (a kill, a crash), so in a crash loop under a backlog valid events can
-    /// reach it too (`escalations dead-events` shows and replays them). RabbitMQ refuses
-    /// to redeclare a queue with another limit, so this value must match the existing
-    /// queues; raise the limit of existing queues with a `delivery-limit` policy.
+    /// Earlier versions gave the shard queues this broker-side delivery limit, and every
+    /// message a killed worker had prefetched counted a delivery, so valid events were
+    /// dead-lettered after a few incidents. Poison is now decided by the worker (an event
+    /// that fails alone, docs/protocol.md §6) and every queue is declared with a limit no
+    /// incident reaches; `escalations topology migrate` recreates queues declared before.
     pub delivery_limit: u32,
     /// AMQP channels the publisher spreads confirmed publishes over. At least 1. Default 8.
     pub publish_channels: usize,

@@ -35,6 +35,16 @@ pub enum Error {
         /// What it held.
         value: String,
     },
+    /// A batch's lease check found that the worker no longer holds its
+    /// shard under the epoch it consumes with (the lease expired, or another
+    /// worker took it): nothing of the batch may be committed or acked.
+    #[error("lease of shard {shard} (epoch {epoch}) is no longer held by this worker")]
+    LeaseLost {
+        /// The shard.
+        shard: u16,
+        /// The epoch the worker consumed under.
+        epoch: u64,
+    },
 }
 
 impl Error {
@@ -61,7 +71,8 @@ impl Error {
             | Error::BuildPool(_)
             | Error::Json(_)
             | Error::OutOfRange(_)
-            | Error::Corrupt { .. } => false,
+            | Error::Corrupt { .. }
+            | Error::LeaseLost { .. } => false,
         }
     }
 

@@ -14,6 +14,7 @@ use tokio_postgres::Row;
 
 use crate::codec::to_u64;
 use crate::error::{Error, Result};
+use crate::executor::{self, Executor};
 use crate::store::Store;
 
 /// One shard's lease, for the CLI's `shards`.
@@ -32,6 +33,15 @@ pub struct Lease {
 fn shard_from_row(row: &Row) -> Result<u16> {
     let shard: i32 = row.try_get("shard")?;
     u16::try_from(shard).map_err(|_| Error::Corrupt { column: "shard", value: shard.to_string() })
+}
+
+fn held_from_rows(rows: &[Row]) -> Result<Vec<(u16, u64)>> {
+    let mut held = rows
+        .iter()
+        .map(|row| Ok((shard_from_row(row)?, to_u64(row.try_get("epoch")?, "epoch")?)))
+        .collect::<Result<Vec<_>>>()?;
+    held.sort_unstable();
+    Ok(held)
 }
 
 fn shards_from_rows(rows: &[Row]) -> Result<Vec<u16>> {
@@ -77,17 +87,34 @@ const ACQUIRE: &str = "
         UPDATE {schema}.shard_leases l
         SET holder = $1, expires_at = now() + make_interval(secs => $3), epoch = l.epoch + 1
         FROM free WHERE l.shard = free.shard
-        RETURNING l.shard
+        RETURNING l.shard, l.epoch
     )
-    SELECT shard FROM taken
+    SELECT shard, epoch FROM taken
     UNION
-    SELECT shard FROM {schema}.shard_leases WHERE holder = $1 AND expires_at > now()";
+    SELECT shard, epoch FROM {schema}.shard_leases WHERE holder = $1 AND expires_at > now()";
 
 const RENEW: &str = "
     UPDATE {schema}.shard_leases
     SET expires_at = now() + make_interval(secs => $2)
     WHERE holder = $1 AND expires_at > now()
     RETURNING shard";
+
+// Only the shards the worker still consumes: one that cannot reach the
+// broker stops renewing what it cannot consume, and the lease goes to others.
+const RENEW_SHARDS: &str = "
+    UPDATE {schema}.shard_leases
+    SET expires_at = now() + make_interval(secs => $2)
+    WHERE holder = $1 AND expires_at > now() AND shard = ANY($3::integer[])
+    RETURNING shard, epoch";
+
+// The fence of a batch (docs/protocol.md §6): inside the batch transaction,
+// the worker still holds the shard under the epoch it consumes with. The
+// share lock keeps the row from being taken (ACQUIRE skips locked rows)
+// until the batch commits or rolls back. A primary-key probe.
+const FENCE: &str = "
+    SELECT 1 FROM shard_leases
+    WHERE shard = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+    FOR SHARE";
 
 const RELEASE: &str = "
     UPDATE {schema}.shard_leases SET holder = NULL, expires_at = NULL
@@ -101,6 +128,35 @@ const RELEASE_ALL: &str = "
 const DEREGISTER: &str = "DELETE FROM {schema}.workers WHERE id = $1";
 
 const LIST: &str = "SELECT shard, holder, expires_at, epoch FROM {schema}.shard_leases ORDER BY shard";
+
+/// What a batch must still hold to commit: its shard's lease, under the
+/// epoch the worker started consuming with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseFence {
+    /// The worker.
+    pub worker_id: String,
+    /// The shard the batch's deliveries came from.
+    pub shard: u16,
+    /// The lease epoch when the worker started consuming the shard.
+    pub epoch: u64,
+}
+
+/// Checks `fence` inside the transaction of `tx` and keeps the lease row
+/// share-locked until it ends. Run it on a batch connection (its
+/// `search_path` names the schema), pipelined with the batch's reads.
+///
+/// # Errors
+///
+/// [`Error::LeaseLost`] if the worker no longer holds the shard under that
+/// epoch, or a statement error.
+pub async fn check_lease(tx: &impl Executor, fence: &LeaseFence) -> Result<()> {
+    let epoch = i64::try_from(fence.epoch).map_err(|_| Error::OutOfRange("epoch"))?;
+    let rows = executor::query(tx, FENCE, &[&i32::from(fence.shard), &fence.worker_id, &epoch]).await?;
+    if rows.is_empty() {
+        return Err(Error::LeaseLost { shard: fence.shard, epoch: fence.epoch });
+    }
+    Ok(())
+}
 
 impl Store {
     /// Makes sure shards `0..shards` have a lease row (free when new).
@@ -126,9 +182,33 @@ impl Store {
     /// left), each for `ttl` with its epoch bumped. Returns every shard the
     /// worker now holds, sorted.
     pub async fn acquire_leases(&self, worker_id: &str, max: usize, ttl: Duration) -> Result<Vec<u16>> {
+        Ok(self.acquire_leases_with_epochs(worker_id, max, ttl).await?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// [`Store::acquire_leases`], with each held shard's epoch (what a
+    /// [`LeaseFence`] checks).
+    pub async fn acquire_leases_with_epochs(
+        &self,
+        worker_id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<Vec<(u16, u64)>> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = self.query(ACQUIRE, &[&worker_id, &max, &ttl.as_secs_f64()]).await?;
-        shards_from_rows(&rows)
+        held_from_rows(&rows)
+    }
+
+    /// Like [`Store::renew_leases`], for `shards` only (the others lapse),
+    /// returning each renewed shard with its epoch.
+    pub async fn renew_shards(
+        &self,
+        worker_id: &str,
+        ttl: Duration,
+        shards: &[u16],
+    ) -> Result<Vec<(u16, u64)>> {
+        let shards: Vec<i32> = shards.iter().copied().map(i32::from).collect();
+        let rows = self.query(RENEW_SHARDS, &[&worker_id, &ttl.as_secs_f64(), &shards]).await?;
+        held_from_rows(&rows)
     }
 
     /// Extends `worker_id`'s unexpired leases by `ttl` from now. Returns the

@@ -52,7 +52,7 @@ pub use events::{EventRecord, applied_event_ids, record_events};
 pub use executor::Executor;
 pub use gauges::BotOutbox;
 pub use key::ConvKey;
-pub use leases::Lease;
+pub use leases::{Lease, LeaseFence, check_lease};
 pub use listen::OutboxListener;
 pub use outbox::{ClaimGroup, Claimed, ClaimedDelivery, DeadReason, UnsendableHead};
 pub use settle::{NewAttempt, Settle, SettleJob};

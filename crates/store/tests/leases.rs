@@ -92,3 +92,76 @@ async fn silent_workers_are_forgotten() {
     })
     .await;
 }
+
+fn fence(worker: &str, shard: u16, epoch: u64) -> store::LeaseFence {
+    store::LeaseFence { worker_id: worker.to_owned(), shard, epoch }
+}
+
+/// Checks `fence` the way a batch does: in a transaction on a batch
+/// connection, pipelined after `BEGIN`. Returns the open transaction.
+async fn check_in_batch(
+    batches: &store::Store,
+    fence: &store::LeaseFence,
+) -> (store::BatchTransaction, store::Result<()>) {
+    let tx = batches.batch_transaction().await.expect("connection");
+    let (begun, checked) = tokio::join!(tx.begin(), store::check_lease(tx.db(), fence));
+    begun.expect("begin");
+    (tx, checked)
+}
+
+#[tokio::test]
+async fn a_batch_fence_holds_only_for_the_holder_under_its_epoch() {
+    with_store(|store| async move {
+        store.ensure_shards(2).await.expect("shards");
+        let held = store.acquire_leases_with_epochs("w1", 1, LONG).await.expect("acquire");
+        assert_eq!(held, [(0, 1)]);
+        let batches =
+            store::Store::connect_for_batches(&support::database_url(), store.schema(), 2).expect("connect");
+
+        let (tx, checked) = check_in_batch(&batches, &fence("w1", 0, 1)).await;
+        checked.expect("the holder, under its epoch");
+        tx.commit().await.expect("commit");
+        for (what, stale) in [
+            ("an older epoch", fence("w1", 0, 0)),
+            ("a newer epoch", fence("w1", 0, 2)),
+            ("another worker", fence("w2", 0, 1)),
+            ("a shard never held", fence("w1", 1, 1)),
+        ] {
+            let (_tx, checked) = check_in_batch(&batches, &stale).await;
+            assert!(
+                matches!(checked, Err(store::Error::LeaseLost { .. })),
+                "{what} must not pass the fence: {checked:?}"
+            );
+        }
+
+        // A lease that expired does not pass, even before anyone takes it.
+        let short = Duration::from_millis(500);
+        assert_eq!(store.acquire_leases_with_epochs("w2", 1, short).await.expect("acquire"), [(1, 1)]);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (_tx, checked) = check_in_batch(&batches, &fence("w2", 1, 1)).await;
+        assert!(matches!(checked, Err(store::Error::LeaseLost { shard: 1, epoch: 1 })), "{checked:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lease_checked_by_an_open_batch_cannot_be_taken_until_the_batch_ends() {
+    with_store(|store| async move {
+        store.ensure_shards(1).await.expect("shards");
+        let short = Duration::from_millis(800);
+        assert_eq!(store.acquire_leases_with_epochs("w1", 1, short).await.expect("acquire"), [(0, 1)]);
+        let batches =
+            store::Store::connect_for_batches(&support::database_url(), store.schema(), 2).expect("connect");
+        let (tx, checked) = check_in_batch(&batches, &fence("w1", 0, 1)).await;
+        checked.expect("held");
+
+        // The lease expires while the batch is still open: the row is
+        // share-locked, so a taker skips it rather than committing a new
+        // holder under a batch that already passed the fence.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(store.acquire_leases("heir", 1, LONG).await.expect("acquire").is_empty());
+        tx.commit().await.expect("the batch commits under the lease it checked");
+        assert_eq!(store.acquire_leases_with_epochs("heir", 1, LONG).await.expect("acquire"), [(0, 2)]);
+    })
+    .await;
+}

@@ -19,7 +19,8 @@ async fn seq_scans(store: &Store) -> i64 {
     let row = client
         .query_one(
             "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables
-             WHERE schemaname = $1 AND relname IN ('conversations', 'events', 'timers')",
+             WHERE schemaname = $1
+               AND relname IN ('conversations', 'events', 'timers', 'shard_leases')",
             &[&store.schema()],
         )
         .await
@@ -27,7 +28,7 @@ async fn seq_scans(store: &Store) -> i64 {
     row.get(0)
 }
 
-/// The three lookups of a batch, on `db`, for a few keys.
+/// The lookups of a batch (and its lease fence), on `db`, for a few keys.
 async fn lookups(db: &deadpool_postgres::Object) {
     let keys: Vec<ConvKey> = (0..3).map(key).collect();
     let ids: Vec<(ConvKey, ScopedEventId)> = keys
@@ -35,6 +36,9 @@ async fn lookups(db: &deadpool_postgres::Object) {
         .map(|k| (k.clone(), ScopedEventId(IdSpace::Agent, EventId::parse("e-1").expect("id"))))
         .collect();
     let timers: Vec<(ConvKey, TimerKind)> = keys.iter().map(|k| (k.clone(), TimerKind::Queue)).collect();
+    let fence = store::LeaseFence { worker_id: "w".to_owned(), shard: 7, epoch: 1 };
+    // Not held: the probe's answer does not matter here, its plan does.
+    let _ = store::check_lease(db, &fence).await;
     store::lock_conversations(db, &keys).await.expect("lock");
     store::applied_event_ids(db, &ids).await.expect("dedupe");
     store::delete_timers(db, &timers).await.expect("delete timers");
@@ -60,6 +64,7 @@ async fn batch_lookups_planned_on_empty_tables_do_not_scan_them_once_full() {
              FROM generate_series(1, 20000) i;
              INSERT INTO timers (bot_id, conversation_id, kind, escalation_id, due_at)
              SELECT 'bot', 'c-' || i, 'queue', 'x', now() FROM generate_series(1, 20000) i;
+             INSERT INTO shard_leases (shard) SELECT generate_series(0, 4999);
              SELECT pg_stat_force_next_flush();"
         ))
         .await

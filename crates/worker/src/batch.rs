@@ -17,7 +17,7 @@ use domain::machine::{Conversation, Effect, TimerKind};
 use domain::webhook::WebhookEnvelope;
 use domain::widget::WidgetEnvelope;
 use domain::{Context, Envelope, EscalationId, Phase, ScopedEventId, Verdict, step};
-use store::{ConvKey, EventRecord, Store};
+use store::{ConvKey, EventRecord, LeaseFence, Store};
 
 use crate::bots::BotRules;
 
@@ -49,13 +49,27 @@ struct Writes {
 }
 
 /// Applies `batch` in one transaction and commits it. On error nothing is
-/// committed and the caller must not ack.
-#[tracing::instrument(skip_all, fields(batch = batch.len()))]
+/// committed and the caller must not ack. Unfenced: see [`apply_fenced`].
 pub async fn apply_batch(
     store: &Store,
     rules: &BotRules,
     batch: &[Envelope],
     now: DateTime<Utc>,
+) -> store::Result<BatchOutcome> {
+    apply_fenced(store, rules, batch, now, None).await
+}
+
+/// [`apply_batch`], committing only if the worker still holds the shard
+/// under `fence`'s epoch, checked inside the transaction (docs/protocol.md
+/// §6): a worker whose lease lapsed or was taken fails with
+/// [`store::Error::LeaseLost`], having committed nothing.
+#[tracing::instrument(skip_all, fields(batch = batch.len()))]
+pub async fn apply_fenced(
+    store: &Store,
+    rules: &BotRules,
+    batch: &[Envelope],
+    now: DateTime<Utc>,
+    fence: Option<&LeaseFence>,
 ) -> store::Result<BatchOutcome> {
     let tx = store.batch_transaction().await?;
 
@@ -65,19 +79,26 @@ pub async fn apply_batch(
     // Namespaced (docs/protocol.md §2): a client's `timer:…` id is not our timer's.
     let ids: Vec<(ConvKey, ScopedEventId)> =
         batch.iter().map(|e| (ConvKey::from(e), e.command.scoped_id())).collect();
-    // BEGIN and both reads in one round trip: the client pipelines
-    // concurrent queries, sent in the order they are first polled.
+    // BEGIN, the lease fence and both reads in one round trip: the client
+    // pipelines concurrent queries, sent in the order they are first polled.
     // Joined, not try-joined: when one statement fails, the ones after it are
     // refused as "transaction aborted", and that refusal may be read first.
-    let (begun, locked, recorded) = tokio::join!(
+    let fenced = async {
+        match fence {
+            Some(fence) => store::check_lease(tx.db(), fence).await,
+            None => Ok(()),
+        }
+    };
+    let (begun, fenced, locked, recorded) = tokio::join!(
         tx.begin(),
+        fenced,
         store::lock_conversations(tx.db(), &keys),
         store::applied_event_ids(tx.db(), &ids)
     );
-    let (mut states, recorded) = match (begun, locked, recorded) {
-        (Ok(()), Ok(states), Ok(recorded)) => (states, recorded),
-        (begun, locked, recorded) => {
-            return Err(failed([begun.err(), locked.err(), recorded.err()]));
+    let (mut states, recorded) = match (begun, fenced, locked, recorded) {
+        (Ok(()), Ok(()), Ok(states), Ok(recorded)) => (states, recorded),
+        (begun, fenced, locked, recorded) => {
+            return Err(failed([begun.err(), fenced.err(), locked.err(), recorded.err()]));
         }
     };
 

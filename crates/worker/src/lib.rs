@@ -34,7 +34,7 @@ mod shard;
 pub mod timers;
 pub mod worker;
 
-pub use batch::{BatchOutcome, apply_batch};
+pub use batch::{BatchOutcome, apply_batch, apply_fenced};
 pub use bots::BotRules;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};

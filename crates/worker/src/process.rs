@@ -1,8 +1,15 @@
 //! One batch of a shard's deliveries: decode → apply and commit → ack.
 //!
+//! Poison is decided here, never by the broker's count of deliveries
+//! (docs/protocol.md §6): an event is dead-lettered only when it fails alone,
+//! and the worker writes the dead letter itself (`broker::dead`: published,
+//! confirmed, with the reason) before it acks the original.
+//!
 //! Every failure is classified once (STYLE, "Errors"):
-//! - an undecodable body is poison: rejected at once, so the queue
-//!   dead-letters it, and the rest of the batch goes on;
+//! - an undecodable body is poison: dead-lettered at once, and the rest of
+//!   the batch goes on;
+//! - a lost lease (the batch's fence, checked in its transaction) abandons
+//!   the batch: nothing committed, nothing acked, and the shard stops;
 //! - a transient store error (connection, pool, serialization, shutdown)
 //!   retries the same batch with backoff, never acking and never dropping;
 //! - any other store error is deterministic for some envelope of the batch,
@@ -24,18 +31,20 @@ use metrics::{counter, histogram};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::batch::{BatchOutcome, apply_batch};
+use crate::batch::{BatchOutcome, apply_fenced};
 use crate::error::{Result, chain};
 use crate::metrics::{BATCH_SIZE, COMMIT_SECONDS, DEAD_LETTERED_TOTAL, EVENTS_TOTAL, STORE_RETRIES_TOTAL};
 use crate::worker::Context;
+use store::LeaseFence;
 
 /// How a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Settled {
     /// Every delivery was committed and acked, or dead-lettered.
     Done,
-    /// The shard was told to stop at once while retrying: nothing of the
-    /// unsettled rest was acked; it goes back to the queue with the channel.
+    /// The shard was told to stop at once while retrying, or its lease is
+    /// lost: nothing of the unsettled rest was acked; it goes back to the
+    /// queue with the channel.
     Abandoned,
 }
 
@@ -50,18 +59,17 @@ pub(crate) enum Settled {
 pub(crate) async fn settle_batch(
     ctx: &Context,
     consumer: &ShardConsumer,
+    fence: &LeaseFence,
     deliveries: Vec<Delivery>,
     abort: &CancellationToken,
 ) -> Result<Settled> {
-    let mut tags = Vec::with_capacity(deliveries.len());
+    let mut kept = Vec::with_capacity(deliveries.len());
     let mut envelopes = Vec::with_capacity(deliveries.len());
-    let mut replies = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match Envelope::from_bytes(&delivery.body) {
             Ok(envelope) => {
-                tags.push(delivery.tag);
                 envelopes.push(envelope);
-                replies.push(delivery.reply_to);
+                kept.push(delivery);
             }
             Err(problem) => {
                 error!(
@@ -71,34 +79,64 @@ pub(crate) async fn settle_batch(
                     error = %problem,
                     "poison message dead-lettered: its body is not an envelope"
                 );
-                consumer.reject(delivery.tag).await?;
-                counter!(DEAD_LETTERED_TOTAL, "reason" => "undecodable").increment(1);
+                dead_letter(ctx, consumer, &delivery, "undecodable", &problem.to_string()).await?;
             }
         }
     }
-    let Some(&last_tag) = tags.last() else { return Ok(Settled::Done) };
+    let Some(last_tag) = kept.last().map(|delivery| delivery.tag) else { return Ok(Settled::Done) };
+    let replies: Vec<Option<String>> = kept.iter().map(|delivery| delivery.reply_to.clone()).collect();
 
-    match apply_with_retries(ctx, &envelopes, &replies, abort).await {
+    match apply_with_retries(ctx, fence, &envelopes, &replies, abort).await {
         Applied::Committed => {
             consumer.ack_through(last_tag).await?;
             Ok(Settled::Done)
         }
         Applied::Aborted => Ok(Settled::Abandoned),
+        Applied::Fenced(problem) => {
+            warn!(error = %problem, "lease lost: batch not committed, not acked; stopping the shard");
+            Ok(Settled::Abandoned)
+        }
         Applied::Refused(problem) => {
             warn!(
                 batch = envelopes.len(),
                 error = %problem,
                 "the store refused the batch with a permanent error; applying its events one by one"
             );
-            apply_one_by_one(ctx, consumer, &tags, &envelopes, &replies, abort).await
+            apply_one_by_one(ctx, consumer, fence, &kept, &envelopes, &replies, abort).await
         }
     }
+}
+
+/// Dead-letters `delivery` (see the module docs): a confirmed copy in the
+/// dead-letter queue first, then the ack of the original.
+async fn dead_letter(
+    ctx: &Context,
+    consumer: &ShardConsumer,
+    delivery: &Delivery,
+    reason: &'static str,
+    problem: &str,
+) -> Result<()> {
+    let connection = ctx.amqp.connection().await?;
+    broker::dead::publish_dead_letter(
+        &connection,
+        &ctx.topology,
+        delivery,
+        consumer.queue(),
+        reason,
+        problem,
+    )
+    .await?;
+    consumer.ack(delivery.tag).await?;
+    counter!(DEAD_LETTERED_TOTAL, "reason" => reason).increment(1);
+    Ok(())
 }
 
 /// What became of one apply.
 enum Applied {
     Committed,
     Aborted,
+    /// The lease check failed: the worker no longer holds the shard.
+    Fenced(String),
     /// A permanent error, rendered with its sources.
     Refused(String),
 }
@@ -108,6 +146,7 @@ enum Applied {
 /// `replies` holds each envelope's `reply_to`.
 async fn apply_with_retries(
     ctx: &Context,
+    fence: &LeaseFence,
     envelopes: &[Envelope],
     replies: &[Option<String>],
     abort: &CancellationToken,
@@ -115,7 +154,8 @@ async fn apply_with_retries(
     let mut attempt: u32 = 0;
     loop {
         let started = Instant::now();
-        let outcome = apply_batch(&ctx.store, &ctx.rules, envelopes, batch_now(envelopes)).await;
+        let outcome =
+            apply_fenced(&ctx.store, &ctx.rules, envelopes, batch_now(envelopes), Some(fence)).await;
         match outcome {
             Ok(outcome) => {
                 histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
@@ -149,6 +189,7 @@ async fn apply_with_retries(
                     () = abort.cancelled() => return Applied::Aborted,
                 }
             }
+            Err(problem @ store::Error::LeaseLost { .. }) => return Applied::Fenced(chain(&problem)),
             Err(problem) => return Applied::Refused(chain(&problem)),
         }
     }
@@ -159,17 +200,21 @@ async fn apply_with_retries(
 async fn apply_one_by_one(
     ctx: &Context,
     consumer: &ShardConsumer,
-    tags: &[u64],
+    fence: &LeaseFence,
+    deliveries: &[Delivery],
     envelopes: &[Envelope],
     replies: &[Option<String>],
     abort: &CancellationToken,
 ) -> Result<Settled> {
     let mut committed_through = None;
-    for ((tag, envelope), reply) in tags.iter().zip(envelopes).zip(replies) {
+    for ((delivery, envelope), reply) in deliveries.iter().zip(envelopes).zip(replies) {
         let (one, reply) = (std::slice::from_ref(envelope), std::slice::from_ref(reply));
-        match apply_with_retries(ctx, one, reply, abort).await {
-            Applied::Committed => committed_through = Some(*tag),
-            Applied::Aborted => {
+        match apply_with_retries(ctx, fence, one, reply, abort).await {
+            Applied::Committed => committed_through = Some(delivery.tag),
+            outcome @ (Applied::Aborted | Applied::Fenced(_)) => {
+                if let Applied::Fenced(problem) = outcome {
+                    warn!(error = %problem, "lease lost: the rest is not committed, not acked; stopping the shard");
+                }
                 // Ack what was committed so it is not redelivered needlessly.
                 if let Some(tag) = committed_through {
                     consumer.ack_through(tag).await?;
@@ -178,7 +223,7 @@ async fn apply_one_by_one(
             }
             Applied::Refused(problem) => {
                 error!(
-                    tag,
+                    tag = delivery.tag,
                     event_id = envelope.command.event_id.as_str(),
                     event_type = envelope.event_type(),
                     bot_id = envelope.bot_id.as_str(),
@@ -187,12 +232,11 @@ async fn apply_one_by_one(
                     error = %problem,
                     "event dead-lettered: the store refuses to record it"
                 );
-                consumer.reject(*tag).await?;
-                counter!(DEAD_LETTERED_TOTAL, "reason" => "store_rejected").increment(1);
+                dead_letter(ctx, consumer, delivery, "store_rejected", &problem).await?;
             }
         }
     }
-    // Rejected tags are no longer outstanding, so acking through the last
+    // Dead-lettered tags are acked already, so acking through the last
     // committed one settles exactly the committed ones.
     if let Some(tag) = committed_through {
         consumer.ack_through(tag).await?;

@@ -16,12 +16,19 @@
 //!
 //! Either way, whatever was delivered but not settled returns to the queue
 //! ahead of the rest, and the next holder's consumer only becomes active
-//! after that, so it sees the shard's messages in order.
+//! after that, so it sees the shard's messages in order. A task aborted
+//! outright closes its channel too (the consumer's drop does).
+//!
+//! Every batch is fenced by the lease epoch the task was started with: a
+//! batch whose transaction finds the lease gone commits nothing, acks
+//! nothing, and the task stops (`process`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use broker::ShardConsumer;
+use store::LeaseFence;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error_span, info, warn};
@@ -34,26 +41,42 @@ use crate::worker::Context;
 #[derive(Debug)]
 pub(crate) struct ShardTask {
     shard: u16,
+    epoch: u64,
+    /// Set while the task's consumer is registered with the broker.
+    consuming: Arc<AtomicBool>,
     drain: CancellationToken,
     now: CancellationToken,
     handle: JoinHandle<Result<()>>,
 }
 
 impl ShardTask {
-    /// Starts consuming `shard`.
-    pub(crate) fn spawn(ctx: Arc<Context>, shard: u16) -> Self {
+    /// Starts consuming `shard`, held under lease `epoch`.
+    pub(crate) fn spawn(ctx: Arc<Context>, shard: u16, epoch: u64) -> Self {
         let drain = CancellationToken::new();
         let now = CancellationToken::new();
+        let consuming = Arc::new(AtomicBool::new(false));
+        let fence = LeaseFence { worker_id: ctx.config.worker_id.clone(), shard, epoch };
         // Error level: the span (its shard number) must reach the logs
         // whatever the filter, or a warning would not say which shard.
         let span = error_span!("shard", shard);
-        let handle = tokio::spawn(run(ctx, shard, drain.clone(), now.clone()).instrument(span));
-        Self { shard, drain, now, handle }
+        let task = run(ctx, fence, consuming.clone(), drain.clone(), now.clone());
+        let handle = tokio::spawn(task.instrument(span));
+        Self { shard, epoch, consuming, drain, now, handle }
     }
 
     /// The shard.
     pub(crate) fn shard(&self) -> u16 {
         self.shard
+    }
+
+    /// The lease epoch the task consumes under.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the task's consumer is registered with the broker right now.
+    pub(crate) fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
     }
 
     /// Whether the task ended by itself (an error, or the broker cancelled
@@ -90,8 +113,9 @@ impl ShardTask {
 }
 
 /// A task told to stop at once ends after its in-flight apply; if even that
-/// hangs (a database that stopped answering), it is aborted, which drops its
-/// channel and so returns its deliveries to the queue.
+/// hangs (a database that stopped answering), it is aborted, which closes
+/// its channel (see `broker::ShardConsumer`'s drop) and so returns its
+/// deliveries to the queue, ahead of the rest.
 async fn stop_within(shard: u16, mut handle: JoinHandle<Result<()>>) -> Result<()> {
     const GRACE: Duration = Duration::from_secs(15);
     match tokio::time::timeout(GRACE, &mut handle).await {
@@ -107,12 +131,21 @@ async fn stop_within(shard: u16, mut handle: JoinHandle<Result<()>>) -> Result<(
     }
 }
 
-async fn run(ctx: Arc<Context>, shard: u16, drain: CancellationToken, now: CancellationToken) -> Result<()> {
+async fn run(
+    ctx: Arc<Context>,
+    fence: LeaseFence,
+    consuming: Arc<AtomicBool>,
+    drain: CancellationToken,
+    now: CancellationToken,
+) -> Result<()> {
+    let shard = fence.shard;
     let connection = ctx.amqp.connection().await?;
     let tag = format!("{}.shard.{shard:03}", ctx.config.worker_id);
     let mut consumer = ShardConsumer::start(&connection, &ctx.topology, shard, ctx.prefetch, &tag).await?;
-    info!(queue = consumer.queue(), "shard started");
-    let outcome = consume(&ctx, &mut consumer, &drain, &now).await;
+    consuming.store(true, Ordering::Relaxed);
+    info!(queue = consumer.queue(), epoch = fence.epoch, "shard started");
+    let outcome = consume(&ctx, &mut consumer, &fence, &drain, &now).await;
+    consuming.store(false, Ordering::Relaxed);
     if let Err(error) = consumer.cancel().await {
         // The broker returns unacked deliveries when the channel goes away,
         // however it goes.
@@ -130,6 +163,7 @@ async fn run(ctx: Arc<Context>, shard: u16, drain: CancellationToken, now: Cance
 async fn consume(
     ctx: &Context,
     consumer: &mut ShardConsumer,
+    fence: &LeaseFence,
     drain: &CancellationToken,
     now: &CancellationToken,
 ) -> Result<()> {
@@ -138,7 +172,7 @@ async fn consume(
         let first = tokio::select! {
             biased;
             () = now.cancelled() => return Ok(()),
-            () = drain.cancelled() => return settle_buffered(ctx, consumer, now).await,
+            () = drain.cancelled() => return settle_buffered(ctx, consumer, fence, now).await,
             next = consumer.next() => next,
         };
         let Some(first) = first else { return Err(Error::ConsumerEnded(shard)) };
@@ -154,7 +188,7 @@ async fn consume(
                 None => break,
             }
         }
-        let settled = settle_batch(ctx, consumer, deliveries, now).await?;
+        let settled = settle_batch(ctx, consumer, fence, deliveries, now).await?;
         if let Some(error) = broken {
             return Err(error.into());
         }
@@ -167,7 +201,12 @@ async fn consume(
 /// The last step of a drain: settle what has already arrived. This consumer
 /// is still the active one, so doing so keeps the shard's order; what arrives
 /// after this pass goes back to the queue with the channel.
-async fn settle_buffered(ctx: &Context, consumer: &mut ShardConsumer, now: &CancellationToken) -> Result<()> {
+async fn settle_buffered(
+    ctx: &Context,
+    consumer: &mut ShardConsumer,
+    fence: &LeaseFence,
+    now: &CancellationToken,
+) -> Result<()> {
     let mut buffered = Vec::new();
     while let Some(delivery) = consumer.try_next() {
         match delivery {
@@ -179,7 +218,7 @@ async fn settle_buffered(ctx: &Context, consumer: &mut ShardConsumer, now: &Canc
     let count = buffered.len();
     while !buffered.is_empty() {
         let rest = buffered.split_off(buffered.len().min(ctx.config.max_batch));
-        if settle_batch(ctx, consumer, buffered, now).await? == Settled::Abandoned {
+        if settle_batch(ctx, consumer, fence, buffered, now).await? == Settled::Abandoned {
             break;
         }
         buffered = rest;

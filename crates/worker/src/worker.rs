@@ -15,7 +15,7 @@ use store::Store;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error_span, info};
+use tracing::{Instrument, error_span, info, warn};
 
 use crate::bots::BotRules;
 use crate::config::WorkerConfig;
@@ -56,14 +56,16 @@ impl Worker {
     /// Starts a worker with `settings` (broker, database, bots) and `config`
     /// (its own knobs), in the background, and returns its handle.
     ///
-    /// The database must be migrated. Start-up only checks that the database
-    /// answers (and creates the shard lease rows); the broker may be down:
-    /// shards connect, and reconnect, on their own.
+    /// The database must be migrated. Neither the database nor the broker
+    /// needs to be up: the worker waits for PostgreSQL (logging each failed
+    /// attempt) before it takes any shard, and shards connect, and reconnect,
+    /// to the broker on their own.
     ///
     /// # Errors
     ///
     /// [`crate::Error::Config`] for invalid knobs, [`crate::Error::Store`] if
-    /// the database cannot be reached or is not migrated.
+    /// the database URL is invalid. A database that answers but is not
+    /// migrated ends the worker (see [`WorkerHandle::wait`]).
     pub async fn start(settings: &Settings, config: WorkerConfig) -> Result<WorkerHandle> {
         Self::start_notifying(settings, config, None).await
     }
@@ -84,7 +86,6 @@ impl Worker {
         let database = &settings.database;
         let store = Store::connect_for_batches(&database.url, &database.schema, database.pool_size)?;
         let control = Store::connect(&database.url, &database.schema, 2)?;
-        control.ensure_shards(broker.shards).await?;
         let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit);
         let amqp = Amqp::new(&broker.url, topology.clone(), &config.worker_id);
         // A connection of its own, so announcing never contends with consuming.
@@ -124,6 +125,12 @@ async fn supervise(
     shutdown: CancellationToken,
     held: watch::Sender<Vec<u16>>,
 ) -> Result<()> {
+    if !wait_for_database(&ctx, &shutdown).await? {
+        publisher.shutdown().await;
+        ctx.amqp.close().await;
+        info!("worker stopped before the database answered");
+        return Ok(());
+    }
     let timers_stop = shutdown.child_token();
     let timers =
         tokio::spawn(run_timers(ctx.clone(), publisher.clone(), timers_stop.clone()).in_current_span());
@@ -137,6 +144,43 @@ async fn supervise(
     info!("worker stopped");
     timers?;
     leases
+}
+
+/// Creates the shard lease rows, waiting for PostgreSQL as long as it is
+/// unreachable (retrying with backoff, up to 5 s apart, and saying so in the
+/// logs). Returns `false` if `shutdown` came first.
+///
+/// # Errors
+///
+/// A database that answers but refuses (e.g. not migrated).
+async fn wait_for_database(ctx: &Context, shutdown: &CancellationToken) -> Result<bool> {
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut attempt: u32 = 0;
+    loop {
+        match ctx.control.ensure_shards(ctx.topology.shards).await {
+            Ok(()) => {
+                if attempt > 0 {
+                    info!(attempts = attempt + 1, "PostgreSQL answers; starting");
+                }
+                return Ok(true);
+            }
+            Err(error) if error.is_transient() => {
+                attempt += 1;
+                warn!(
+                    attempt,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error = %crate::error::chain(&error),
+                    "PostgreSQL is unreachable; waiting for it before taking any shard"
+                );
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 /// A running worker. Dropping it does not stop the worker; call

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod proxy;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
