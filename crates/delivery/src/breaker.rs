@@ -241,6 +241,21 @@ mod tests {
     }
 
     #[test]
+    fn gauge_values_and_the_wait_for_a_probe() {
+        // `escalations_webhook_endpoint_state`: 0 closed, 1 half-open, 2 open.
+        assert_eq!([State::Closed, State::HalfOpen, State::Open].map(State::gauge), [0.0, 1.0, 2.0]);
+        let mut breaker = Breaker::new(1, Duration::from_secs(30));
+        breaker.record(Signal::Failed, false, t(0));
+        assert_eq!(breaker.admit(t(1)), Admission::Probe);
+        // While the probe is out the others wait a second for it, then ask again.
+        assert_eq!(breaker.admit(t(1)), Admission::Defer(t(2)));
+        let mut short = Breaker::new(1, Duration::from_millis(300));
+        short.record(Signal::Failed, false, t(0));
+        assert_eq!(short.admit(ms(300)), Admission::Probe);
+        assert_eq!(short.admit(ms(300)), Admission::Defer(ms(600)), "never longer than the cooldown");
+    }
+
+    #[test]
     fn a_probe_that_learnt_nothing_frees_the_probe_slot() {
         let mut breaker = Breaker::new(1, Duration::from_secs(10));
         breaker.record(Signal::Failed, false, t(0));

@@ -63,6 +63,23 @@ mod tests {
         assert!(id.starts_with("msg_") && id.len() == 4 + 32, "{id}");
         assert_ne!(id, webhook_id("bot", "conv", 2));
         assert_ne!(webhook_id("ab", "c", 1), webhook_id("a", "bc", 1));
+        // The worked example of docs/protocol.md §4.2.
+        assert_eq!(webhook_id("acme-support", "123456789", 2), "msg_8d199fa76d7510d2b04341b4e6dd3e85");
+    }
+
+    #[test]
+    fn the_documented_example_signs_as_shown() {
+        // docs/protocol.md §4.2: secret `whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`.
+        let key = STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("base64");
+        let body = concat!(
+            r#"{"botId":"acme-support","channel":"chat","data":{"platformConversationId":"123456789","#,
+            r#""sequence":2,"timestamp":"2023-11-14T22:13:20Z","escalationId":"esc-1","eventType":"widgetMessage","#,
+            r#""text":"Hello","messageId":"m-1"}}"#
+        );
+        let header =
+            signature_header(&[key], "msg_8d199fa76d7510d2b04341b4e6dd3e85", 1_700_000_000, body.as_bytes());
+        assert_eq!(header, "v1,PbnACy2CN4ZVSue5rHRdgOWASln3r3iod+3JBnqbYVA=");
+        assert_eq!(signature_header(&[], "id", 1, b"{}"), "", "no key, no signature");
     }
 
     #[test]
@@ -73,8 +90,10 @@ mod tests {
         let header =
             signature_header(std::slice::from_ref(&key), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        let two = signature_header(&[key, b"another key of 24 bytes!".to_vec()], "id", 1, b"{}");
+        let two = signature_header(&[key.clone(), b"another key of 24 bytes!".to_vec()], "id", 1, b"{}");
         assert_eq!(two.split(' ').count(), 2);
         assert!(two.split(' ').all(|part| part.starts_with("v1,")));
+        let first = signature_header(&[key], "id", 1, b"{}");
+        assert_eq!(two.split(' ').next(), Some(first.as_str()), "one per key, in the keys' order");
     }
 }

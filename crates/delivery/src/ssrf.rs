@@ -293,6 +293,82 @@ mod tests {
     }
 
     #[test]
+    fn range_edges_and_embedded_addresses() {
+        let table = [
+            ("100.63.255.255", None),
+            ("100.64.0.0", Some(Blocked::Private)),
+            ("100.127.255.255", Some(Blocked::Private)),
+            ("101.64.0.1", None),
+            ("1.0.0.0", None),
+            ("223.255.255.255", None),
+            ("239.255.255.255", Some(Blocked::Special)),
+            ("fbff::1", None),
+            ("fe7f::1", None),
+            ("feff::1", Some(Blocked::Private)),
+            ("ff00::1", Some(Blocked::Special)),
+            ("2001:1::1", None),
+            ("2001:4860::8888", None),
+            ("2001:db9::1", None),
+            ("64:ff9b:2::1", None),
+            ("64:ff9b:0:0:0:1::1", None),
+            // The IPv4 address is read from the right bits of each form.
+            ("::ffff:192.168.0.1", Some(Blocked::Private)),
+            ("64:ff9b::c0a8:1", Some(Blocked::Private)),
+            ("64:ff9b::808:c0a8", None),
+            ("2002:c0a8:1::", Some(Blocked::Private)),
+            ("2002:808:c0a8::", None),
+            ("2002::c0a8:1", Some(Blocked::Special)),
+            ("::c0a8:1", Some(Blocked::Private)),
+            ("::808:808", None),
+            ("::0.0.0.2", Some(Blocked::Special)),
+            ("1::c0a8:1", None),
+        ];
+        for (address, expected) in table {
+            assert_eq!(classify(ip(address)), expected, "{address}");
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_was_refused() {
+        let refused =
+            |host: &str, refused: Vec<(IpAddr, Blocked)>| AddressRefused { host: host.into(), refused };
+        assert_eq!(refused("h.test", Vec::new()).to_string(), "refused: h.test has no address");
+        assert_eq!(
+            refused("::1", vec![(ip("::1"), Blocked::Loopback)]).to_string(),
+            "refused: ::1 is a loopback address (webhooks.allow_loopback is off)"
+        );
+        assert_eq!(
+            refused("m.test", vec![(ip("224.0.0.1"), Blocked::Special)]).to_string(),
+            "refused: m.test resolves to 224.0.0.1, an unspecified, multicast, broadcast or reserved address"
+        );
+        let no_host = Url::parse("mailto:a@b.example").expect("url");
+        assert_eq!(check_url(&no_host, AddressPolicy::default()), Err(refused("", Vec::new())));
+        let literal = Url::parse("http://[fe80::1]/").expect("url");
+        assert_eq!(
+            check_url(&literal, AddressPolicy::default()),
+            Err(refused("fe80::1", vec![(ip("fe80::1"), Blocked::Private)]))
+        );
+        let open = AddressPolicy { allow_loopback: true, allow_private: true };
+        assert_eq!(check_url(&literal, open), Ok(()));
+        // Found below the error that wraps it, as in the HTTP client's error chain.
+        #[derive(Debug)]
+        struct Wrapper(Option<AddressRefused>);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("request failed")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.0.as_ref().map(|e| e as _)
+            }
+        }
+        let wrapped = Wrapper(Some(refused("x", Vec::new())));
+        assert_eq!(find_refusal(&wrapped), Some(&refused("x", Vec::new())));
+        assert_eq!(find_refusal(&Wrapper(None)), None);
+    }
+
+    #[test]
     fn policy_allows_what_is_configured_and_never_the_special_ones() {
         let open = AddressPolicy { allow_loopback: true, allow_private: true };
         assert_eq!(open.check(ip("127.0.0.1")), None);
@@ -300,6 +376,11 @@ mod tests {
         assert_eq!(open.check(ip("0.0.0.0")), Some(Blocked::Special));
         let loopback_only = AddressPolicy { allow_loopback: true, allow_private: false };
         assert_eq!(loopback_only.check(ip("169.254.169.254")), Some(Blocked::Private));
+        assert_eq!(loopback_only.check(ip("::1")), None);
+        let private_only = AddressPolicy { allow_loopback: false, allow_private: true };
+        assert_eq!(private_only.check(ip("127.0.0.1")), Some(Blocked::Loopback));
+        assert_eq!(private_only.check(ip("fd00::1")), None);
+        assert_eq!(AddressPolicy::default().check(ip("8.8.8.8")), None);
     }
 
     #[test]
@@ -333,5 +414,11 @@ mod tests {
         );
         let error = resolver.lookup("localhost").await.expect_err("refused");
         assert!(find_refusal(error.as_ref()).is_some(), "{error}");
+        // What the HTTP client calls: the same answer, names matched whatever their case.
+        let name: Name = "MIXED.test".parse().expect("name");
+        let addrs: Vec<SocketAddr> = resolver.resolve(name).await.expect("resolves").collect();
+        assert_eq!(addrs, vec![SocketAddr::new(ip("93.184.216.34"), 0)]);
+        let name: Name = "internal.test".parse().expect("name");
+        assert!(resolver.resolve(name).await.is_err());
     }
 }

@@ -129,9 +129,43 @@ mod tests {
     }
 
     #[test]
+    fn shown_as_given() {
+        assert_eq!(DisplayValue::Integer(12).to_string(), "12");
+        assert_eq!(DisplayValue::Text("5-10".into()).to_string(), "5-10");
+        assert_eq!(DisplayValue::from(7u64), DisplayValue::Integer(7));
+        assert_eq!(DisplayValue::from(7u32), DisplayValue::Integer(7));
+        assert_eq!(DisplayValue::from("3rd"), DisplayValue::Text("3rd".into()));
+    }
+
+    #[test]
+    fn strings_are_1_to_32_characters() {
+        let codes = |s: String| DisplayValue::from_json(&Value::String(s)).map_err(|(code, _)| code);
+        assert_eq!(codes("é".repeat(32)), Ok(DisplayValue::Text("é".repeat(32))));
+        assert_eq!(codes("é".repeat(33)), Err(FieldCode::TooLong));
+        assert_eq!(codes("x".into()), Ok(DisplayValue::Text("x".into())));
+        assert_eq!(codes(String::new()), Err(FieldCode::TooShort));
+    }
+
+    #[test]
     fn integers_beyond_u64_are_out_of_range() {
         let huge: Value = serde_json::from_str("100000000000000000000").expect("json");
         assert_eq!(DisplayValue::from_json(&huge).map_err(|e| e.0), Err(FieldCode::OutOfRange));
         assert_eq!(DisplayValue::from_json(&json!(u64::MAX)), Ok(DisplayValue::Integer(u64::MAX)));
+        // 2^64 is the first integer past u64::MAX; a huge fraction or a negative one is not "out of range".
+        let first_past: Value = serde_json::from_str("18446744073709551616").expect("json");
+        assert_eq!(DisplayValue::from_json(&first_past).map_err(|e| e.0), Err(FieldCode::OutOfRange));
+        let negative: Value = serde_json::from_str("-100000000000000000000").expect("json");
+        assert_eq!(
+            DisplayValue::from_json(&negative).map_err(|e| e.0),
+            Err(FieldCode::NotANonNegativeInteger)
+        );
+        assert_eq!(
+            DisplayValue::from_json(&json!(-1)).map_err(|e| e.0),
+            Err(FieldCode::NotANonNegativeInteger)
+        );
+        assert_eq!(
+            DisplayValue::from_json(&json!(2.5)).map_err(|e| e.0),
+            Err(FieldCode::NotANonNegativeInteger)
+        );
     }
 }

@@ -210,6 +210,32 @@ mod tests {
     }
 
     #[test]
+    fn every_id_type_takes_1_to_128_characters() {
+        fn limits<T: std::fmt::Debug + AsRef<str> + fmt::Display>(parse: fn(String) -> Result<T, IdError>) {
+            for kept in ["x".to_owned(), "é".repeat(128)] {
+                let id = parse(kept.clone()).expect("valid");
+                assert_eq!(id.as_ref(), kept);
+                assert_eq!(id.to_string(), kept);
+            }
+            assert_eq!(parse("é".repeat(129)).err(), Some(IdError::TooLong));
+            assert_eq!(parse(String::new()).err(), Some(IdError::Empty));
+            assert_eq!(parse("a\u{7f}".to_owned()).err(), Some(IdError::ControlCharacter));
+        }
+        limits(BotId::parse);
+        limits(ConversationId::parse);
+        limits(EventId::parse);
+        limits(EscalationId::parse);
+        limits(MessageId::parse);
+        assert_eq!(EventId::MAX_CHARS, 128);
+    }
+
+    #[test]
+    fn an_agent_message_is_identified_by_its_event_id() {
+        let event = EventId::parse("ev-7").expect("id");
+        assert_eq!(MessageId::from(event).as_str(), "ev-7");
+    }
+
+    #[test]
     fn deserialization_validates() {
         assert!(serde_json::from_str::<BotId>("\"\"").is_err());
         let id: BotId = serde_json::from_str("\"bot-1\"").expect("valid id");

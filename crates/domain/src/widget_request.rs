@@ -171,6 +171,18 @@ mod tests {
     }
 
     #[test]
+    fn escalate_to_is_1_to_256_characters() {
+        // docs/protocol.md §3.1: `escalateTo` 1–256 characters.
+        assert_eq!(MAX_ESCALATE_TO_CHARS, 256);
+        for kept in ["x".to_owned(), "é".repeat(256)] {
+            let parsed = parse_escalate_request(&json!({"escalateTo": kept})).expect("valid");
+            assert_eq!(parsed.escalate_to, Some(kept));
+        }
+        let errors = parse_escalate_request(&json!({"escalateTo": "é".repeat(257)})).expect_err("invalid");
+        assert_eq!(codes(&errors), [("escalateTo", FieldCode::TooLong)]);
+    }
+
+    #[test]
     fn escalate_reports_every_problem() {
         let errors = parse_escalate_request(&json!({"escalateTo": 3, "metadata": [], "transcript": "hi"}))
             .expect_err("invalid");
@@ -193,6 +205,10 @@ mod tests {
         assert_eq!(codes(&errors), [("body", FieldCode::NotAnObject)]);
         let errors = parse_escalate_request(&json!({"escalateTo": "x".repeat(257)})).expect_err("invalid");
         assert_eq!(codes(&errors), [("escalateTo", FieldCode::TooLong)]);
+        let errors = parse_escalate_request(&json!({"escalateTo": ""})).expect_err("invalid");
+        assert_eq!(codes(&errors), [("escalateTo", FieldCode::TooShort)]);
+        let errors = parse_escalate_request(&json!({"escalateTo": "a\tb"})).expect_err("invalid");
+        assert_eq!(codes(&errors), [("escalateTo", FieldCode::InvalidFormat)]);
     }
 
     #[test]
@@ -204,6 +220,8 @@ mod tests {
         );
         let parsed = parse_visitor_message(&json!({"text": "é".repeat(4096)})).expect("valid");
         assert_eq!(parsed.client_message_id, None);
+        // docs/protocol.md §3.4: `clientMessageId` 1–125 characters, so that `vm:` + it is an event id.
+        assert_eq!(MAX_CLIENT_MESSAGE_ID_CHARS, 125);
         let longest = "c".repeat(MAX_CLIENT_MESSAGE_ID_CHARS);
         let id = parse_visitor_message(&json!({"text": "t", "clientMessageId": longest}))
             .expect("valid")
@@ -217,7 +235,7 @@ mod tests {
         let cases = [
             (json!({}), vec![("text", FieldCode::Required)]),
             (json!({"text": ""}), vec![("text", FieldCode::TooShort)]),
-            (json!({"text": "x".repeat(4097)}), vec![("text", FieldCode::TooLong)]),
+            (json!({"text": "é".repeat(4097)}), vec![("text", FieldCode::TooLong)]),
             (json!({"text": 1}), vec![("text", FieldCode::InvalidType)]),
             (json!({"text": "a\u{0}"}), vec![("text", FieldCode::InvalidFormat)]),
             (json!("hi"), vec![("body", FieldCode::NotAnObject)]),

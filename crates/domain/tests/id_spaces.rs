@@ -58,3 +58,28 @@ fn a_client_id_equal_to_a_timer_id_does_not_swallow_the_timer() {
     let again = step(&after_agent.next, &agent, &ctx);
     assert_eq!(again.verdict, Verdict::Duplicate);
 }
+
+#[test]
+fn the_dedupe_window_holds_the_last_256_ids() {
+    use domain::machine::DEDUPE_WINDOW;
+    assert_eq!(DEDUPE_WINDOW, 256);
+    let rules = Rules::default();
+    let ctx = Context { now: now(), rules: &rules };
+    // With no escalation every agent event is refused, and a refused id is remembered too.
+    let failed = |n: usize| Command {
+        event_id: id(&format!("e-{n}")),
+        input: Input::Agent { escalation_id: None, action: AgentAction::Failed, warnings: Vec::new() },
+    };
+    let mut state = Conversation::default();
+    for n in 0..DEDUPE_WINDOW {
+        state = step(&state, &failed(n), &ctx).next;
+    }
+    assert_eq!(state.recent_event_ids.len(), DEDUPE_WINDOW);
+    // The oldest of the last 256 is still a repeat …
+    assert_eq!(step(&state, &failed(0), &ctx).verdict, Verdict::Duplicate);
+    // … until one more id pushes it out.
+    state = step(&state, &failed(DEDUPE_WINDOW), &ctx).next;
+    assert_eq!(state.recent_event_ids.len(), DEDUPE_WINDOW);
+    assert_ne!(step(&state, &failed(0), &ctx).verdict, Verdict::Duplicate);
+    assert_eq!(step(&state, &failed(1), &ctx).verdict, Verdict::Duplicate);
+}

@@ -320,6 +320,13 @@ fn visitor_held_messages_are_bounded() {
     let t = sim.visitor("3");
     assert_eq!(t.verdict, Verdict::Rejected(RejectCode::HeldMessagesFull));
     assert_eq!(sim.state.live().map(|e| e.held.len()), Some(2));
+    // The widget is told, naming the refused message.
+    match widget_events(&t).as_slice() {
+        [WidgetEvent::VisitorRejected { code: RejectCode::HeldMessagesFull, message_id: Some(id) }] => {
+            assert!(id.as_str().starts_with("vm-"), "{id}");
+        }
+        other => panic!("expected one visitorRejected, got {other:?}"),
+    }
 }
 #[test]
 fn visitor_message_while_connected_goes_out_at_once() {
@@ -333,6 +340,22 @@ fn visitor_message_while_connected_goes_out_at_once() {
 fn visitor_end_in_idle_rejected_no_active_escalation() {
     let mut sim = Sim::new();
     assert_eq!(sim.run(Input::VisitorEnd).verdict, Verdict::Rejected(RejectCode::NoActiveEscalation));
+}
+#[test]
+fn visitor_end_and_message_after_an_ended_escalation_are_told_to_the_widget() {
+    let mut sim = Sim::in_phase(Phase::Connected);
+    sim.agent(AgentAction::Disconnect);
+    let t = sim.run(Input::VisitorEnd);
+    assert_eq!(t.verdict, Verdict::Rejected(RejectCode::NoActiveEscalation));
+    assert_eq!(
+        widget_events(&t),
+        vec![&WidgetEvent::VisitorRejected { code: RejectCode::NoActiveEscalation, message_id: None }]
+    );
+    let t = sim.visitor("still there?");
+    assert!(matches!(
+        widget_events(&t).as_slice(),
+        [WidgetEvent::VisitorRejected { code: RejectCode::NoActiveEscalation, message_id: Some(_) }]
+    ));
 }
 #[test]
 fn visitor_end_before_connect_cancels_visitor_ended() {

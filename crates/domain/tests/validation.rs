@@ -268,3 +268,94 @@ invalid! {
     message_text_with_nul_is_invalid_format: with("message", "text", json!("a\u{0}b")) => "text", InvalidFormat;
     agent_with_nul_is_invalid_format: with("escalationSuccess", "agent", json!("Ann\u{0}")) => "agent", InvalidFormat;
 }
+
+// ---- limits: each one at the limit (kept) and one past it (refused) --------
+
+/// The body of a `kind` event with `field` set to `value`, as parsed.
+fn parsed(event_type: &str, field: &str, value: Value) -> Result<domain::AgentEvent, (String, FieldCode)> {
+    let body = with(event_type, field, value);
+    parse_agent_event(&body).map_err(|errors| {
+        assert_eq!(errors.details().len(), 1, "{errors}");
+        (errors.details()[0].field.clone(), errors.details()[0].code)
+    })
+}
+
+/// The id `field` of `event`, as kept.
+fn id_field(event: &domain::AgentEvent, field: &str) -> Option<String> {
+    match field {
+        "platformConversationId" => Some(event.platform_conversation_id.to_string()),
+        "eventId" => event.event_id.as_ref().map(ToString::to_string),
+        _ => event.escalation_id.as_ref().map(ToString::to_string),
+    }
+}
+
+#[test]
+fn ids_are_1_to_128_characters() {
+    // docs/protocol.md §2: ids are 1–128 characters (counted as characters, not bytes).
+    for field in ["platformConversationId", "eventId", "escalationId"] {
+        for kept in ["x".to_owned(), "é".repeat(128)] {
+            let event = parsed("message", field, json!(kept)).unwrap_or_else(|e| panic!("{field}: {e:?}"));
+            assert_eq!(id_field(&event, field), Some(kept), "{field}");
+        }
+        let too_long = parsed("message", field, json!("é".repeat(129))).err();
+        assert_eq!(too_long, Some((field.to_owned(), FieldCode::TooLong)));
+        assert_eq!(parsed("message", field, json!("")).err(), Some((field.to_owned(), FieldCode::TooShort)));
+    }
+}
+
+#[test]
+fn text_is_1_to_4096_characters() {
+    let at_limit = "é".repeat(4096);
+    let event = parsed("message", "text", json!(at_limit)).expect("4096 characters are accepted");
+    assert_eq!(event.action, AgentAction::Message { text: at_limit });
+    assert_eq!(
+        parsed("message", "text", json!("é".repeat(4097))).err(),
+        Some(("text".to_owned(), FieldCode::TooLong))
+    );
+    let one = parsed("message", "text", json!("x")).expect("one character");
+    assert_eq!(one.action, AgentAction::Message { text: "x".into() });
+}
+
+#[test]
+fn agent_is_at_most_128_characters() {
+    let at_limit = "é".repeat(128);
+    let event = parsed("escalationSuccess", "agent", json!(at_limit)).expect("128 characters are accepted");
+    assert_eq!(event.action, AgentAction::Success { agent: Some(at_limit), agent_avatar: None });
+    assert_eq!(
+        parsed("escalationSuccess", "agent", json!("é".repeat(129))).err(),
+        Some(("agent".to_owned(), FieldCode::TooLong))
+    );
+}
+
+#[test]
+fn display_strings_are_1_to_32_characters() {
+    for field in ["queuePosition", "waitingTime"] {
+        let at_limit = "é".repeat(32);
+        assert_eq!(display_of(field, json!(at_limit)), Some(DisplayValue::Text(at_limit.clone())));
+        assert_eq!(display_of(field, json!("x")), Some(DisplayValue::Text("x".into())));
+        assert_eq!(only_error(qu(field, json!("é".repeat(33)))), (field.to_owned(), FieldCode::TooLong));
+    }
+}
+
+#[test]
+fn an_avatar_of_2048_characters_is_kept_and_one_longer_is_dropped() {
+    let prefix = "https://cdn.example/";
+    let at_limit = format!("{prefix}{}", "a".repeat(2048 - prefix.len()));
+    assert_eq!(at_limit.chars().count(), 2048);
+    assert_eq!(avatar_of(json!(at_limit)), (Some(at_limit.clone()), Vec::new()));
+    let (kept, warnings) = avatar_of(json!(format!("{at_limit}a")));
+    assert_eq!(kept, None);
+    assert_eq!(warnings.iter().map(|w| w.code).collect::<Vec<_>>(), [FieldCode::TooLong]);
+    // With the name and the avatar both given, both are kept.
+    let body = json!({"eventType": "escalationSuccess", "platformConversationId": "c1",
+                      "agent": "Ann", "agentAvatar": "https://cdn.example/ann.png"});
+    let event = parse_agent_event(&body).expect("valid");
+    assert_eq!(
+        event.action,
+        AgentAction::Success {
+            agent: Some("Ann".into()),
+            agent_avatar: Some("https://cdn.example/ann.png".into())
+        }
+    );
+    assert!(event.warnings.is_empty());
+}

@@ -272,4 +272,87 @@ mod conversion_tests {
         assert_eq!(effective.rules(), domain::Rules::default());
         assert_eq!(effective.retry_policy(), domain::RetryPolicy::default());
     }
+
+    #[test]
+    fn every_value_reaches_the_rules_and_the_retry_policy() {
+        let bot = BotDefaults {
+            no_response_timeout_secs: 1,
+            queue_timeout_secs: 2,
+            idle_timeout_secs: 3,
+            ttl_secs: 4,
+            max_held_messages: 5,
+            escalate_budget_secs: 6,
+            delivery_budget_secs: 7,
+            rate_limit_per_sec: 8,
+            rate_limit_burst: 9,
+            event_rejected: false,
+        };
+        assert_eq!(
+            bot.rules(),
+            domain::Rules {
+                no_response_timeout: Duration::from_secs(1),
+                queue_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(3),
+                ttl: Duration::from_secs(4),
+                max_held_messages: 5,
+                report_rejections: false,
+            }
+        );
+        let policy = bot.retry_policy();
+        assert_eq!(policy.escalate_budget, Duration::from_secs(6));
+        assert_eq!(policy.default_budget, Duration::from_secs(7));
+        assert_eq!(policy.initial_delay, domain::RetryPolicy::default().initial_delay, "backoff kept");
+    }
+
+    fn bot_with_keys(id: &str, keys: &[&str]) -> BotConfig {
+        BotConfig {
+            id: id.into(),
+            api_keys: keys.iter().map(|k| Secret::from(*k)).collect(),
+            webhook_url: None,
+            webhook_secrets: vec![Secret::from("not-a-secret"), Secret::from("whsec_dGVzdA==")],
+            overrides: BotOverrides::default(),
+        }
+    }
+
+    #[test]
+    fn every_key_is_compared_and_any_match_counts() {
+        // Built in code, so nothing checked that the keys differ.
+        let bot = bot_with_keys("b", &["key-one-0123456789", "key-one-0123456789", "key-two-0123456789"]);
+        assert!(bot.has_api_key("key-one-0123456789"));
+        assert!(bot.has_api_key("key-two-0123456789"));
+        assert!(!bot.has_api_key("key-three-01234567"));
+        assert!(!bot_with_keys("none", &[]).has_api_key(""));
+        // Invalid secrets in a hand-built bot are skipped, not turned into keys.
+        assert!(bot.webhook_keys().is_empty());
+    }
+
+    #[test]
+    fn the_first_bot_holding_a_key_owns_it() {
+        let settings = crate::Settings {
+            bots: vec![
+                bot_with_keys("first", &["shared-key-0123456789"]),
+                bot_with_keys("second", &["shared-key-0123456789", "own-key-0123456789"]),
+            ],
+            ..crate::Settings::default()
+        };
+        let owner = |key: &str| settings.bot_for_key(key).map(|b| b.id.as_str());
+        assert_eq!(owner("shared-key-0123456789"), Some("first"));
+        assert_eq!(owner("own-key-0123456789"), Some("second"));
+        assert_eq!(owner("nobody-0123456789"), None);
+    }
+
+    #[test]
+    fn webhook_secrets_decode_to_24_to_64_bytes() {
+        // `whsec_` and the base64 of `n` bytes.
+        let secret = |n: usize| format!("{WEBHOOK_SECRET_PREFIX}{}", BASE64.encode(vec![7u8; n]));
+        assert_eq!(decode_webhook_secret(&secret(24)), Ok(vec![7u8; 24]));
+        assert_eq!(decode_webhook_secret(&secret(64)), Ok(vec![7u8; 64]));
+        assert_eq!(decode_webhook_secret(&secret(23)), Err(WebhookSecretProblem::Length(23)));
+        assert_eq!(decode_webhook_secret(&secret(65)), Err(WebhookSecretProblem::Length(65)));
+        assert_eq!(decode_webhook_secret("whsec_!!"), Err(WebhookSecretProblem::Base64));
+        assert_eq!(decode_webhook_secret(&secret(32)[1..]), Err(WebhookSecretProblem::Prefix));
+        // Padding is optional.
+        let unpadded = secret(32).trim_end_matches('=').to_owned();
+        assert_eq!(decode_webhook_secret(&unpadded), Ok(vec![7u8; 32]));
+    }
 }

@@ -190,12 +190,29 @@ mod tests {
     }
 
     #[test]
+    fn length_and_comparison_without_showing_the_value() {
+        let s = Secret::from("héllo".to_owned());
+        assert_eq!((s.len(), s.is_empty()), (6, false), "bytes, not characters");
+        assert!(s.ct_eq("héllo"));
+        assert!(!s.ct_eq("hello"));
+        assert!(!s.ct_eq(""));
+        let empty = Secret::default();
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
+        assert!(empty.ct_eq(""));
+    }
+
+    #[test]
     fn constant_time_eq_matches_plain_eq() {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
         assert!(constant_time_eq(b"", b""));
+        // Inputs differing only in length, or only in one bit anywhere.
+        assert!(!constant_time_eq(b"abc", b"abc\0"));
+        assert!(!constant_time_eq(b"\0", b""));
+        assert!(!constant_time_eq(b"\x01bc", b"\x00bc"));
+        assert!(!constant_time_eq(b"ab\x80", b"ab\x00"));
     }
 
     #[test]

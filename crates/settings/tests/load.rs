@@ -262,3 +262,146 @@ fn secrets_never_show_in_debug() {
     assert!(shown.contains("***"));
     assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
 }
+
+// ---- the process environment, read in a child process ----------------------
+// A test cannot set variables in its own process (`set_var` is unsafe and the
+// workspace forbids unsafe code), so these run the two `#[ignore]`d tests
+// below in a child process of this test binary with the environment given.
+
+/// Runs the ignored test `name` of this binary with exactly `vars` as its environment.
+fn run_child(name: &str, vars: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe);
+    child.args([name, "--exact", "--ignored", "--test-threads=1"]).env_clear();
+    for (key, value) in vars {
+        child.env(key, value);
+    }
+    let output = child.output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("1 passed"), "the child ran no test:\n{stdout}");
+    output
+}
+
+#[test]
+fn load_reads_the_process_environment() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let output = run_child(
+        "child_reads_its_environment",
+        &[
+            ("ESCALATIONS__WIDGET__TOKEN_SECRET", TOKEN.as_ref()),
+            ("ESCALATIONS__BROKER__SHARDS", "7".as_ref()),
+            ("ESCALATIONS__BOTS_JSON", format!(r#"[{{"id":"env-bot","api_keys":"{KEY_B}"}}]"#).as_ref()),
+            // Not ours: never looked at, even when not UTF-8.
+            ("OTHER__BROKER__SHARDS", not_utf8),
+            ("ESCALATIONS_CONFIG", not_utf8),
+        ],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let output = run_child(
+        "child_refuses_a_variable_that_is_not_utf8",
+        &[("ESCALATIONS__WIDGET__TOKEN_SECRET", TOKEN.as_ref()), ("ESCALATIONS__LOG__FILTER", not_utf8)],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+#[ignore = "run by load_reads_the_process_environment in a child process"]
+fn child_reads_its_environment() {
+    let s = Settings::load(None).expect("valid");
+    assert_eq!(s.broker.shards, 7);
+    assert_eq!(s.widget.token_secret.expose(), TOKEN);
+    assert_eq!(s.bots.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["env-bot"]);
+}
+
+#[test]
+#[ignore = "run by load_reads_the_process_environment in a child process"]
+fn child_refuses_a_variable_that_is_not_utf8() {
+    let err = Settings::load(None).expect_err("not UTF-8");
+    assert!(matches!(&err, Error::NonUnicodeEnv { name } if name == "ESCALATIONS__LOG__FILTER"), "{err}");
+    assert_eq!(err.to_string(), "environment variable ESCALATIONS__LOG__FILTER is not valid UTF-8");
+}
+
+#[test]
+fn load_tells_a_missing_file_from_an_unreadable_one() {
+    let dir = std::env::temp_dir().join(format!("settings-test-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("plain.toml");
+    std::fs::write(&file, "").expect("write");
+    let as_dir = Settings::load(Some(&dir)).expect_err("a directory is not a settings file");
+    // Below a plain file: not "missing" but unreadable (not a directory).
+    let below_file = Settings::load(Some(&file.join("x.toml"))).expect_err("unreadable");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    assert!(matches!(as_dir, Error::FileNotFound { .. }), "{as_dir}");
+    assert!(matches!(below_file, Error::ReadFile { .. }), "{below_file}");
+    assert!(below_file.to_string().starts_with("cannot read settings file "), "{below_file}");
+    assert!(below_file.problems().is_none());
+}
+
+#[test]
+fn a_blank_bots_json_keeps_the_file_list() {
+    let s =
+        Settings::from_sources(Some(&two_bots()), env(&[("ESCALATIONS__BOTS_JSON", "  ")])).expect("valid");
+    assert_eq!(s.bots.len(), 2);
+    // The variable's name is matched whatever its case.
+    let json = format!(r#"[{{"id":"json-bot","api_keys":["{KEY_B}"]}}]"#);
+    let s = Settings::from_sources(Some(&two_bots()), env(&[("escalations__bots_json", json.as_str())]))
+        .expect("valid");
+    assert_eq!(s.bots.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["json-bot"]);
+}
+
+#[test]
+fn keys_may_be_numbers_and_are_read_as_their_digits() {
+    // TOML integers, and JSON positive and negative ones, one alone or in a list.
+    let toml = "[[bots]]\nid = \"a\"\napi_keys = 1234567890123456789\n\
+                [[bots]]\nid = \"b\"\napi_keys = [-1234567890123456789]\n\
+                [[bots]]\nid = \"c\"\napi_keys = -2234567890123456789\n";
+    let s = Settings::from_sources(Some(toml), env(&[])).expect("valid");
+    assert_eq!(s.bot_for_key("1234567890123456789").map(|b| b.id.as_str()), Some("a"));
+    assert_eq!(s.bot_for_key("-1234567890123456789").map(|b| b.id.as_str()), Some("b"));
+    assert_eq!(s.bot_for_key("-2234567890123456789").map(|b| b.id.as_str()), Some("c"));
+    let json = r#"[{"id":"j1","api_keys":3234567890123456789},
+                   {"id":"j2","api_keys":[4234567890123456789, -5234567890123456789, "json-key-0123456789"]},
+                   {"id":"j3","api_keys":-6234567890123456789}]"#;
+    let s = Settings::from_sources(None, env(&[("ESCALATIONS__BOTS_JSON", json)])).expect("valid");
+    for (key, bot) in [
+        ("3234567890123456789", "j1"),
+        ("4234567890123456789", "j2"),
+        ("-5234567890123456789", "j2"),
+        ("json-key-0123456789", "j2"),
+        ("-6234567890123456789", "j3"),
+    ] {
+        assert_eq!(s.bot_for_key(key).map(|b| b.id.as_str()), Some(bot), "{key}");
+    }
+    let one = r#"[{"id":"j","api_keys":"json-key-0123456789"}]"#;
+    let s = Settings::from_sources(None, env(&[("ESCALATIONS__BOTS_JSON", one)])).expect("valid");
+    assert_eq!(s.bots[0].api_keys.len(), 1);
+    assert!(s.bots[0].api_keys[0].ct_eq("json-key-0123456789"));
+}
+
+#[test]
+fn a_key_of_another_type_is_refused_without_echoing_it() {
+    let err = Settings::from_sources(Some("[[bots]]\nid = \"a\"\napi_keys = [1.5]\n"), env(&[]))
+        .expect_err("a float is not a key");
+    let text = err.to_string();
+    assert!(text.contains("expected a secret string"), "{text}");
+    assert!(!text.contains("1.5"), "{text}");
+    let err = Settings::from_sources(Some("[[bots]]\nid = \"a\"\napi_keys = true\n"), env(&[]))
+        .expect_err("a boolean is not a key");
+    assert!(err.to_string().contains("expected a list of secret strings"), "{err}");
+}
+
+#[test]
+fn section_debug_shows_every_field_but_passwords() {
+    let broker = format!("{:?}", BrokerConfig::default());
+    assert_eq!(
+        broker,
+        "BrokerConfig { url: \"amqp://guest:***@127.0.0.1:5672/%2f\", prefix: \"escalations\", shards: 32, \
+         delivery_limit: 5, publish_channels: 8, prefetch: 256, confirm_timeout_ms: 5000 }"
+    );
+    let database = DatabaseConfig { url: "postgres://u:pw@db:5432/app".into(), ..DatabaseConfig::default() };
+    assert_eq!(
+        format!("{database:?}"),
+        "DatabaseConfig { url: \"postgres://u:***@db:5432/app\", schema: \"escalations\", pool_size: 16 }"
+    );
+}

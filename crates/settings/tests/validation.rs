@@ -255,3 +255,157 @@ fn validate_checks_settings_changed_in_code() {
     let p = err.problems().expect("validation error");
     assert!(p.has_key("broker.shards") && p.has_key("widget.token_secret"), "{err}");
 }
+
+// ---- limits: each at the limit (valid) and one past it (a problem) ----------
+
+/// Asserts that `toml` is valid.
+fn assert_valid(toml: &str) {
+    if let Err(e) = Settings::from_sources(Some(toml), env()) {
+        panic!("expected valid settings for:\n{toml}\ngot: {e}");
+    }
+}
+
+#[test]
+fn service_limits_are_inclusive() {
+    let prefix_64 = format!("[broker]\nprefix = \"{}\"", "p".repeat(64));
+    let prefix_65 = format!("[broker]\nprefix = \"{}\"", "p".repeat(65));
+    let schema_63 = format!("[database]\nschema = \"{}\"", "s".repeat(63));
+    let schema_64 = format!("[database]\nschema = \"{}\"", "s".repeat(64));
+    for valid in [
+        "[http]\nescalate_wait_ms = 10000",
+        "[http]\nescalate_wait_ms = 0",
+        "[http]\nbody_limit_bytes = 1",
+        "[broker]\nshards = 1",
+        "[broker]\nshards = 1024",
+        "[broker]\nprefix = \"a\"",
+        "[broker]\nprefix = \"amq-x.Y_9\"",
+        prefix_64.as_str(),
+        "[broker]\nurl = \"amqps://h/v\"",
+        "[database]\nurl = \"postgresql://h/d\"",
+        "[database]\nschema = \"_\"",
+        "[database]\nschema = \"a_1\"",
+        "[database]\nschema = \"pgx\"",
+        schema_63.as_str(),
+        "[widget]\ntoken_ttl_secs = 1",
+        "[webhooks]\ntimeout_secs = 1",
+        "[defaults]\nqueue_timeout_secs = 1",
+    ] {
+        assert_valid(valid);
+    }
+    assert_problem(&prefix_65, "broker.prefix", "1-64 characters");
+    assert_problem(&schema_64, "database.schema", "at most 63 characters");
+    assert_problem("[database]\nschema = \"\"", "database.schema", "SQL identifier");
+    assert_problem("[database]\nschema = \"a-b\"", "database.schema", "SQL identifier");
+    assert_problem("[database]\nschema = \"aB\"", "database.schema", "SQL identifier");
+}
+
+#[test]
+fn the_token_secret_is_at_least_32_bytes() {
+    let with = |secret: &str| {
+        Settings::from_sources(
+            None,
+            vec![("ESCALATIONS__WIDGET__TOKEN_SECRET".to_owned(), secret.to_owned())],
+        )
+    };
+    assert!(with(&"k".repeat(32)).is_ok());
+    // Bytes, not characters: 16 × "é" is 32 bytes.
+    assert!(with(&"é".repeat(16)).is_ok());
+    let err = with(&"k".repeat(31)).expect_err("short");
+    assert!(err.to_string().contains("widget.token_secret: must be at least 32 bytes (got 31)"), "{err}");
+    let err = Settings::from_sources(None, Vec::new()).expect_err("unset");
+    assert_eq!(
+        err.to_string(),
+        "invalid settings (1 problem):\n  widget.token_secret: required: a key of at least 32 bytes, the same \
+         on every instance (e.g. ESCALATIONS__WIDGET__TOKEN_SECRET)"
+    );
+}
+
+#[test]
+fn bot_limits_are_inclusive() {
+    let whsec = |bytes: usize| format!("whsec_{}", base64_of(&vec![7u8; bytes]));
+    let valid = [
+        bot(&"b".repeat(128), "k-0123456789abcdef", ""),
+        bot("a.b_c-D9", "k-0123456789abcdef", ""),
+        bot("b", &"k".repeat(16), ""),
+        bot("b", "k-0123456789abcdef", &format!("webhook_secrets = [\"{}\", \"{}\"]", whsec(24), whsec(64))),
+        bot("b", "k-0123456789abcdef", "webhook_url = \"\""),
+        bot("b", "k-0123456789abcdef", "webhook_url = \"  \""),
+        bot(
+            "b",
+            "k-0123456789abcdef",
+            &format!("webhook_url = \" https://cc.example/h \"\nwebhook_secrets = [\"{WHSEC}\"]"),
+        ),
+    ];
+    for toml in &valid {
+        assert_valid(toml);
+    }
+    let s = Settings::from_sources(Some(&valid[6]), env()).expect("valid");
+    assert_eq!(s.bots[0].webhook_url.as_ref().map(|u| u.as_str()), Some("https://cc.example/h"));
+    let s = Settings::from_sources(Some(&valid[4]), env()).expect("valid");
+    assert!(s.bots[0].webhook_url.is_none(), "an empty URL means no webhooks");
+    assert_eq!(s.bots[0].webhook_keys(), Vec::<Vec<u8>>::new());
+    let s = Settings::from_sources(Some(&valid[3]), env()).expect("valid");
+    assert_eq!(s.bots[0].webhook_keys(), vec![vec![7u8; 24], vec![7u8; 64]]);
+
+    let cases = [
+        (bot(&"b".repeat(129), "k-0123456789abcdef", ""), "bots[0].id", "1-128"),
+        (bot("b", &"k".repeat(15), ""), "bots[0].api_keys[0]", "at least 16"),
+        (bot("b", "kéy-0123456789abcdef", ""), "bots[0].api_keys[0]", "printable ASCII"),
+        (
+            bot("b", "k-0123456789abcdef", &format!("webhook_secrets = [\"{}\"]", whsec(23))),
+            "bots[0].webhook_secrets[0]",
+            "got 23",
+        ),
+        (
+            bot("b", "k-0123456789abcdef", &format!("webhook_secrets = [\"{}\"]", whsec(65))),
+            "bots[0].webhook_secrets[0]",
+            "got 65",
+        ),
+    ];
+    for (toml, key, fragment) in cases {
+        assert_problem(&toml, key, fragment);
+    }
+}
+
+/// Standard base64 with padding (the tests' own, so they do not share the code under test).
+fn base64_of(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn empty_ids_and_keys_are_not_reported_as_duplicates() {
+    let toml = "[[bots]]\napi_keys = [\"\"]\n[[bots]]\napi_keys = [\"\"]\n";
+    let p = problems(toml);
+    let keys: Vec<&str> = p.iter().map(|x| x.key.as_str()).collect();
+    assert_eq!(keys, ["bots[0].id", "bots[0].api_keys[0]", "bots[1].id", "bots[1].api_keys[0]"], "{p}");
+    assert!(!p.to_string().contains("duplicate") && !p.to_string().contains("same key"), "{p}");
+}
+
+#[test]
+fn problems_are_listed_one_per_line() {
+    let p = problems("[broker]\nshards = 0\nprefetch = 0\n");
+    assert_eq!((p.len(), p.is_empty()), (2, false));
+    assert_eq!(
+        p.to_string(),
+        "  broker.shards: must be between 1 and 1024\n  broker.prefetch: must be at least 1"
+    );
+    let listed: Vec<String> = (&p).into_iter().map(ToString::to_string).collect();
+    assert_eq!(listed, ["broker.shards: must be between 1 and 1024", "broker.prefetch: must be at least 1"]);
+    assert!(p.has_key("broker.prefetch") && !p.has_key("broker"));
+    assert!(Problems::default().is_empty());
+    let err =
+        Settings::from_sources(Some("[broker]\nshards = 0\nprefetch = 0\n"), env()).expect_err("invalid");
+    assert!(err.to_string().starts_with("invalid settings (2 problems):\n  broker.shards"), "{err}");
+}

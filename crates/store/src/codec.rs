@@ -106,5 +106,46 @@ mod tests {
         assert!(to_i64(u64::MAX, "sequence").is_err());
         assert!(to_u64(-1, "sequence").is_err());
         assert_eq!(to_i64(7, "sequence").expect("fits"), 7);
+        // The edges: bigint's largest value fits both ways, one more does not.
+        let largest = i64::MAX as u64;
+        assert_eq!(to_i64(largest, "sequence").expect("fits"), i64::MAX);
+        assert!(matches!(to_i64(largest + 1, "sequence"), Err(Error::OutOfRange("sequence"))));
+        assert_eq!(to_u64(i64::MAX, "sequence").expect("fits"), largest);
+        assert_eq!(to_u64(0, "sequence").expect("fits"), 0);
+        assert!(matches!(to_u64(-1, "epoch"), Err(Error::Corrupt { column: "epoch", .. })));
+    }
+
+    #[test]
+    fn verdict_columns_are_the_wire_names() {
+        assert_eq!(verdict_columns(Verdict::Applied), ("applied", None));
+        assert_eq!(verdict_columns(Verdict::Duplicate), ("duplicate", None));
+        assert_eq!(verdict_columns(Verdict::Ignored), ("ignored", None));
+        assert_eq!(
+            verdict_columns(Verdict::Rejected(RejectCode::StaleEscalation)),
+            ("rejected", Some("stale_escalation"))
+        );
+        for (verdict, code) in
+            [("applied", Some("not_connected")), ("rejected", Some("nope")), ("other", None)]
+        {
+            assert!(verdict_from_columns(verdict, code).is_err(), "{verdict}/{code:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_validated_on_the_way_out() {
+        let id = parse_id("bot-1", "bot_id", BotId::parse).expect("valid");
+        assert_eq!(id.as_str(), "bot-1");
+        let corrupt = parse_id("", "bot_id", BotId::parse).expect_err("empty");
+        assert!(matches!(corrupt, Error::Corrupt { column: "bot_id", ref value } if value.is_empty()));
+    }
+
+    #[test]
+    fn keys_become_two_parallel_arrays() {
+        let key = |bot: &str, conversation: &str| {
+            ConvKey::new(BotId::parse(bot).expect("id"), ConversationId::parse(conversation).expect("id"))
+        };
+        let keys = [key("a", "1"), key("b", "2")];
+        assert_eq!(key_arrays(keys.iter()), (vec!["a", "b"], vec!["1", "2"]));
+        assert_eq!(key_arrays([].iter()), (Vec::new(), Vec::new()));
     }
 }
