@@ -26,12 +26,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONV: &str = "c-bad";
 
+type Headers = Vec<(&'static str, Vec<u8>)>;
+
 /// One bad request.
 struct Case {
     name: String,
     method: &'static str,
     uri: String,
-    headers: Vec<(&'static str, Vec<u8>)>,
+    headers: Headers,
     body: Vec<u8>,
 }
 
@@ -243,7 +245,7 @@ fn corpus() -> Vec<Case> {
     cases.push(case);
 
     // Credentials: missing, wrong, another bot's with this botid, doubled.
-    let wrong_auth: Vec<(&str, Vec<(&'static str, Vec<u8>)>)> = vec![
+    let wrong_auth: Vec<(&str, Headers)> = vec![
         ("no Authorization", vec![]),
         ("empty Authorization", vec![("authorization", b"".to_vec())]),
         ("Bearer alone", vec![("authorization", b"Bearer".to_vec())]),
