@@ -23,9 +23,9 @@ pub fn bot_id_of(bot: &BotConfig) -> Result<BotId, ApiError> {
 /// or `Bearer <key>`). A `botid` header, when present, must name that same bot;
 /// clients of the original API sometimes omit it.
 pub fn authenticate_bot<'s>(settings: &'s Settings, headers: &HeaderMap) -> Result<&'s BotConfig, ApiError> {
-    let key = credential(headers.get(header::AUTHORIZATION)).ok_or(ApiError::Unauthorized)?;
+    let key = credential(single(headers, header::AUTHORIZATION.as_str())?).ok_or(ApiError::Unauthorized)?;
     let bot = settings.bot_for_key(key).ok_or(ApiError::Unauthorized)?;
-    if let Some(named) = headers.get(BOT_ID_HEADER)
+    if let Some(named) = single(headers, BOT_ID_HEADER)?
         && named.to_str().ok().map(str::trim) != Some(bot.id.as_str())
     {
         return Err(ApiError::Unauthorized);
@@ -44,7 +44,7 @@ pub fn authenticate_widget(
     conversation: &str,
     now: DateTime<Utc>,
 ) -> Result<(BotId, ConversationId), ApiError> {
-    let token = credential(headers.get(header::AUTHORIZATION));
+    let token = credential(single(headers, header::AUTHORIZATION.as_str())?);
     verify_widget(settings, tokens, token, conversation, now)
 }
 
@@ -60,7 +60,7 @@ pub fn authenticate_widget_stream(
     conversation: &str,
     now: DateTime<Utc>,
 ) -> Result<(BotId, ConversationId), ApiError> {
-    let token = match headers.get(header::AUTHORIZATION) {
+    let token = match single(headers, header::AUTHORIZATION.as_str())? {
         Some(value) => credential(Some(value)),
         None => query_token.map(str::trim).filter(|token| !token.is_empty()),
     };
@@ -86,6 +86,17 @@ fn verify_widget(
     let bot = BotId::parse(claims.bot).map_err(|_| ApiError::Unauthorized)?;
     let conversation = ConversationId::parse(claims.conv).map_err(|_| ApiError::Unauthorized)?;
     Ok((bot, conversation))
+}
+
+/// The one value of a credential header. Given twice it is refused, whichever
+/// copy is genuine: a proxy and we might each read another one.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(ApiError::Unauthorized),
+        None => Ok(first),
+    }
 }
 
 /// The credential of an `Authorization` value: after `Bearer ` (any case), or

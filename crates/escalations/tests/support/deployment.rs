@@ -52,7 +52,18 @@ pub struct Layout {
     pub workers_know_endpoint: bool,
     /// Extra `[webhooks]` lines.
     pub webhooks: String,
+    /// Extra lines at the end of the settings file (whole sections).
+    pub extra: String,
     pub log_filter: String,
+    /// The broker and the database; default [`amqp_url`] and
+    /// [`database_url`] (the machine's, or a private node's: `support/nodes.rs`).
+    pub amqp_url: Option<String>,
+    pub database_url: Option<String>,
+    /// `worker.lease_ttl_ms` and `worker.renew_every_ms` of the workers.
+    pub lease_ttl_ms: u64,
+    pub renew_every_ms: u64,
+    /// Environment of every process (`ESCALATIONS__SECTION__KEY` overrides).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Layout {
@@ -64,9 +75,21 @@ impl Default for Layout {
             webhook_url: None,
             workers_know_endpoint: true,
             webhooks: String::new(),
+            extra: String::new(),
             log_filter: "warn".into(),
+            amqp_url: None,
+            database_url: None,
+            lease_ttl_ms: 5000,
+            renew_every_ms: 1000,
+            env: Vec::new(),
         }
     }
+}
+
+/// How a process was started.
+struct Launch {
+    config: String,
+    env: Vec<(String, String)>,
 }
 
 /// Running processes of one deployment.
@@ -79,7 +102,9 @@ pub struct Deployment {
     pub admin: Vec<(String, String)>,
     binary: PathBuf,
     dir: PathBuf,
-    children: Vec<(String, Child)>,
+    layout: Layout,
+    /// Role, process, and how it was started (to start it again).
+    children: Vec<(String, Child, Launch)>,
     pub store: store::Store,
 }
 
@@ -91,9 +116,10 @@ fn toml(layout: &Layout, prefix: &str, schema: &str, with_bot: bool) -> String {
         None => String::new(),
     };
     let (bot, key) = if with_bot { (BOT, KEY) } else { ("stand-in", "stand-in-key-0123456789") };
-    let amqp = amqp_url();
-    let pg = database_url();
+    let amqp = layout.amqp_url.clone().unwrap_or_else(amqp_url);
+    let pg = layout.database_url.clone().unwrap_or_else(database_url);
     let (shards, filter, extra) = (layout.shards, &layout.log_filter, &layout.webhooks);
+    let sections = &layout.extra;
     format!(
         r#"
 [broker]
@@ -121,6 +147,7 @@ api_keys = ["{key}"]
 [bots.overrides]
 rate_limit_per_sec = 1000000
 rate_limit_burst = 1000000
+{sections}
 "#
     )
 }
@@ -144,7 +171,8 @@ impl Deployment {
         std::fs::write(dir.join("worker.toml"), toml(layout, &prefix, &schema, true)).expect("config");
         std::fs::write(dir.join("worker-unconfigured.toml"), toml(layout, &prefix, &schema, false))
             .expect("config");
-        let store = store::Store::connect(&database_url(), &schema, 2).expect("store");
+        let pg = layout.database_url.clone().unwrap_or_else(database_url);
+        let store = store::Store::connect(&pg, &schema, 2).expect("store");
         let mut deployment = Deployment {
             prefix,
             schema,
@@ -152,6 +180,7 @@ impl Deployment {
             admin: Vec::new(),
             binary: binary.to_owned(),
             dir,
+            layout: layout.clone(),
             children: Vec::new(),
             store,
         };
@@ -208,17 +237,72 @@ impl Deployment {
     /// Stops the worker processes (SIGTERM, then waits).
     pub fn stop_workers(&mut self) {
         let (workers, rest): (Vec<_>, Vec<_>) =
-            self.children.drain(..).partition(|(role, _)| role == "worker");
+            self.children.drain(..).partition(|(role, _, _)| role == "worker");
         self.children = rest;
         self.admin.retain(|(role, _)| role != "worker");
-        for (_, child) in workers {
+        for (_, child, _) in workers {
             terminate(child);
         }
     }
 
+    /// SIGKILLs the `index`th running worker process (no goodbye: its
+    /// leases and unacked deliveries are left to expire and be redelivered).
+    pub fn kill_worker(&mut self, index: usize) {
+        let position = self
+            .children
+            .iter()
+            .enumerate()
+            .filter(|(_, (role, _, _))| role == "worker")
+            .nth(index)
+            .map(|(position, _)| position)
+            .expect("no such worker");
+        let (_, mut child, _) = self.children.remove(position);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts one more worker with `config` without waiting for it.
+    pub fn spawn_worker(&mut self, config: &str) {
+        self.spawn("worker", config, &[]);
+    }
+
+    /// The broker the deployment uses.
+    pub fn amqp_url(&self) -> String {
+        self.layout.amqp_url.clone().unwrap_or_else(amqp_url)
+    }
+
+    /// Starts again every process that exited by itself (as a supervisor
+    /// such as systemd or Kubernetes would); returns how many.
+    pub fn restart_exited(&mut self) -> usize {
+        let mut exited = Vec::new();
+        let mut index = 0;
+        while index < self.children.len() {
+            if matches!(self.children[index].1.try_wait(), Ok(Some(_))) {
+                let (role, _, launch) = self.children.remove(index);
+                exited.push((role, launch));
+            } else {
+                index += 1;
+            }
+        }
+        for (role, launch) in &exited {
+            let env: Vec<(&str, &str)> = launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            self.spawn(role, &launch.config, &env);
+        }
+        exited.len()
+    }
+
+    /// Worker processes running.
+    pub fn workers(&self) -> usize {
+        self.children.iter().filter(|(role, _, _)| role == "worker").count()
+    }
+
     fn spawn(&mut self, role: &str, config: &str, env: &[(&str, &str)]) {
-        let log =
-            std::fs::File::create(self.dir.join(format!("{role}-{}.log", self.children.len()))).expect("log");
+        // Replacements of killed processes get logs of their own.
+        let path = (self.children.len()..)
+            .map(|n| self.dir.join(format!("{role}-{n}.log")))
+            .find(|path| !path.exists())
+            .expect("a free log name");
+        let log = std::fs::File::create(path).expect("log");
         let admin_port = free_port();
         self.admin.push((role.to_owned(), format!("http://127.0.0.1:{admin_port}")));
         let mut command = Command::new(&self.binary);
@@ -227,19 +311,22 @@ impl Deployment {
             .arg("--config")
             .arg(self.dir.join(config))
             .env_remove("ESCALATIONS_CONFIG")
-            .env("ESCALATIONS__WORKER__LEASE_TTL_MS", "5000")
-            .env("ESCALATIONS__WORKER__RENEW_EVERY_MS", "1000")
+            .env("ESCALATIONS__WORKER__LEASE_TTL_MS", self.layout.lease_ttl_ms.to_string())
+            .env("ESCALATIONS__WORKER__RENEW_EVERY_MS", self.layout.renew_every_ms.to_string())
             // Every process an admin listener of its own (the role's default
             // port would be taken by the second worker).
             .env("ESCALATIONS__ADMIN__BIND", format!("127.0.0.1:{admin_port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        for (key, value) in env {
+        for (key, value) in
+            self.layout.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(env.iter().copied())
+        {
             command.env(key, value);
         }
         let child = command.spawn().expect("start escalations");
-        self.children.push((role.to_owned(), child));
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.children.push((role.to_owned(), child, Launch { config: config.to_owned(), env }));
     }
 
     /// The admin listeners of the processes of `role`.
@@ -247,7 +334,8 @@ impl Deployment {
         self.admin.iter().filter(|(r, _)| r == role).map(|(_, base)| base.clone()).collect()
     }
 
-    /// Runs the binary with the deployment's settings file of `config`.
+    /// Runs `escalations args… --config <config>` (an operator command) to
+    /// its end.
     pub fn run(&self, args: &[&str], config: &str) -> std::process::Output {
         Command::new(&self.binary)
             .args(args)
@@ -279,7 +367,7 @@ impl Deployment {
 
     /// Stops every process, deletes the queues and drops the schema.
     pub async fn stop(mut self) {
-        for (_, child) in self.children.drain(..) {
+        for (_, child, _) in self.children.drain(..) {
             terminate(child);
         }
         let deleted = self.run(&["topology", "delete", "--yes"], "ingress.toml");
@@ -300,7 +388,7 @@ impl Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         // A panicking test still ends its processes.
-        for (_, child) in &mut self.children {
+        for (_, child, _) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }

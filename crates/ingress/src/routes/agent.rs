@@ -89,7 +89,7 @@ pub async fn send_message_to_widget(
 ///
 /// The id is the body's `eventId`, else the header, else a new UUID v7; when
 /// both are given they must be equal (`eventId`, `conflict`).
-fn validate(value: &Value, headers: &HeaderMap) -> Result<(AgentEvent, EventId), ApiError> {
+pub fn validate(value: &Value, headers: &HeaderMap) -> Result<(AgentEvent, EventId), ApiError> {
     let mut errors = ValidationErrors::default();
     let event = parse_agent_event(value).map_err(|e| errors.0.extend(e.0)).ok();
     let header_id = idempotency_key(headers, &mut errors);

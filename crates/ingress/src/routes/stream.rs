@@ -93,7 +93,7 @@ pub async fn events(
 }
 
 /// `Last-Event-ID` (header first, then the query): `0` when absent.
-fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<u64, ApiError> {
+pub fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<u64, ApiError> {
     let raw = match headers.get(LAST_EVENT_ID) {
         Some(value) => Some(value.to_str().map_err(|_| bad_last_event_id())?),
         None => query,
