@@ -4,7 +4,8 @@ COPY . .
 RUN cargo build --release -p escalations
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+# curl: the compose health checks.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/escalations /usr/local/bin/escalations
-EXPOSE 8080
+EXPOSE 8080 8090
 ENTRYPOINT ["escalations"]

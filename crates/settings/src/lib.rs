@@ -13,11 +13,13 @@
 //!   lookup ([`Settings::bot`], [`Settings::bot_for_key`]).
 //! - [`sections`]: the service-wide sections: [`HttpConfig`], [`BrokerConfig`],
 //!   [`DatabaseConfig`], [`WidgetConfig`], [`WebhookConfig`], [`LogConfig`].
+//! - [`demo`]: [`DemoConfig`], the demo widget page.
 //! - [`bots`]: [`BotConfig`], [`BotDefaults`], [`BotOverrides`], [`EffectiveBot`].
 //! - [`secret`]: [`Secret`] and [`redact_url`].
 //! - [`validate`]: the rules, and [`Problems`] listing what broke them.
 
 pub mod bots;
+pub mod demo;
 pub mod load;
 pub mod secret;
 pub mod sections;
@@ -26,6 +28,7 @@ pub mod validate;
 use std::path::PathBuf;
 
 pub use bots::{BotConfig, BotDefaults, BotOverrides, EffectiveBot, WEBHOOK_SECRET_PREFIX};
+pub use demo::DemoConfig;
 pub use load::{BOTS_JSON_VAR, ENV_PREFIX, ENV_SEPARATOR, Settings};
 pub use secret::{Secret, redact_url};
 pub use sections::{

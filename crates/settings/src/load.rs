@@ -8,6 +8,7 @@ use config::{Config, ConfigBuilder, Environment, File, FileFormat, FileSourceStr
 use serde::Deserialize;
 
 use crate::bots::{BotConfig, BotDefaults, RawBot};
+use crate::demo::DemoConfig;
 use crate::sections::{BrokerConfig, DatabaseConfig, HttpConfig, LogConfig, WebhookConfig, WidgetConfig};
 use crate::{Error, validate};
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub bots: Vec<BotConfig>,
     /// Logging (`[log]`).
     pub log: LogConfig,
+    /// The demo widget page (`[demo]`).
+    pub demo: DemoConfig,
 }
 
 /// The settings as deserialized, before validation.
@@ -60,6 +63,7 @@ pub(crate) struct RawSettings {
     pub(crate) defaults: BotDefaults,
     pub(crate) bots: Vec<RawBot>,
     pub(crate) log: LogConfig,
+    pub(crate) demo: DemoConfig,
 }
 
 impl Settings {
@@ -119,6 +123,13 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, Error> {
         build(toml.map(|t| File::from_str(t, FileFormat::Toml)), env)
+    }
+
+    /// Like [`load`](Self::load) without a file, from a built-in TOML text instead
+    /// (e.g. a development configuration compiled into the binary), then the
+    /// process environment, then validation.
+    pub fn load_builtin(toml: &str) -> Result<Self, Error> {
+        build(Some(File::from_str(toml, FileFormat::Toml)), process_env()?)
     }
 
     /// The bot with this id.

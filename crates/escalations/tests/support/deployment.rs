@@ -51,6 +51,8 @@ pub struct Layout {
     /// Extra `[webhooks]` lines.
     pub webhooks: String,
     pub log_filter: String,
+    /// Extra settings sections (e.g. `[demo]`), for every process.
+    pub sections: String,
 }
 
 impl Default for Layout {
@@ -63,6 +65,7 @@ impl Default for Layout {
             workers_know_endpoint: true,
             webhooks: String::new(),
             log_filter: "warn".into(),
+            sections: String::new(),
         }
     }
 }
@@ -89,7 +92,8 @@ fn toml(layout: &Layout, prefix: &str, schema: &str, with_bot: bool) -> String {
     let (bot, key) = if with_bot { (BOT, KEY) } else { ("stand-in", "stand-in-key-0123456789") };
     let amqp = amqp_url();
     let pg = database_url();
-    let (shards, filter, extra) = (layout.shards, &layout.log_filter, &layout.webhooks);
+    let (shards, filter, extra, sections) =
+        (layout.shards, &layout.log_filter, &layout.webhooks, &layout.sections);
     format!(
         r#"
 [broker]
@@ -108,6 +112,7 @@ allow_loopback = true
 [log]
 format = "json"
 filter = "{filter}"
+{sections}
 [[bots]]
 id = "{bot}"
 api_keys = ["{key}"]
@@ -120,7 +125,7 @@ rate_limit_burst = 1000000
 }
 
 /// A free port on 127.0.0.1 (bound, then released for the child to take).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
@@ -208,7 +213,17 @@ impl Deployment {
         }
     }
 
+    /// Starts `escalations <role> --config <ingress.toml> <args>` beside the
+    /// deployment (e.g. `simulate`), stopped with it.
+    pub fn spawn_extra(&mut self, role: &str, args: &[&str]) {
+        self.spawn_with(role, "ingress.toml", &[], args);
+    }
+
     fn spawn(&mut self, role: &str, config: &str, env: &[(&str, &str)]) {
+        self.spawn_with(role, config, env, &[]);
+    }
+
+    fn spawn_with(&mut self, role: &str, config: &str, env: &[(&str, &str)], args: &[&str]) {
         let log =
             std::fs::File::create(self.dir.join(format!("{role}-{}.log", self.children.len()))).expect("log");
         let mut command = Command::new(&self.binary);
@@ -216,6 +231,7 @@ impl Deployment {
             .arg(role)
             .arg("--config")
             .arg(self.dir.join(config))
+            .args(args)
             .env_remove("ESCALATIONS_CONFIG")
             .env("ESCALATIONS_WORKER_LEASE_TTL_MS", "5000")
             .env("ESCALATIONS_WORKER_RENEW_EVERY_MS", "1000")
