@@ -9,6 +9,7 @@
 //! (`Authorization: Bearer <token>`) for the visitor's routes.
 
 pub mod schemas;
+mod sse;
 
 use std::sync::OnceLock;
 
@@ -97,7 +98,11 @@ impl Modify for Credentials {
 /// The document as JSON, built once.
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_owned()))
+    DOCUMENT.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        sse::describe_events(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_owned())
+    })
 }
 
 /// `GET /openapi.json`: this document.

@@ -86,3 +86,20 @@ async fn the_demo_page_gets_the_key_only_on_a_loopback_bind() {
     assert_eq!(config.json["botId"], BOT);
     assert_eq!(config.json["apiKey"], Value::Null, "no key off loopback");
 }
+
+/// What schemathesis generates: an id that does not percent-decode to UTF-8
+/// (or a query that does not decode) was axum's plain-text `400`, which the
+/// document cannot describe; it is now the JSON answer of an id that names
+/// nothing (or of a bad query).
+#[tokio::test]
+async fn undecodable_paths_and_queries_answer_json() {
+    let app = TestApp::start().await;
+    let with_key =
+        |uri: &str| Request::get(uri).header("authorization", KEY).body(Body::empty()).expect("request");
+    app.send(with_key("/agent/converse/conversations/%FF")).await.assert_error(404, "unknown_conversation");
+    app.send(with_key("/agent/converse/events/%FF")).await.assert_error(404, "unknown_event");
+    app.send(get("/widget/v1/conversations/%FF/events")).await.assert_error(401, "unauthorized");
+    let query = app.send(get("/widget/v1/conversations/c1/events?lastEventId=%FF")).await;
+    assert!(query.status == 400 || query.status == 401, "{query:?}");
+    assert!(query.json["error"].is_string(), "a JSON error: {query:?}");
+}
