@@ -4,8 +4,9 @@ COPY . .
 RUN cargo build --release -p escalations
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+# curl: the compose health checks.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/escalations /usr/local/bin/escalations
-# 8080: the public API; 9180-9182: the admin listener of ingress, worker, all (never public).
-EXPOSE 8080 9180 9181 9182
+# 8080: the public API; 8090: the simulator; 9180-9182: the admin listener of ingress, worker, all (never public).
+EXPOSE 8080 8090 9180 9181 9182
 ENTRYPOINT ["escalations"]

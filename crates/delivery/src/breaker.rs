@@ -26,7 +26,7 @@ const FIRST_COOLDOWN: TimeDelta = TimeDelta::seconds(1);
 /// second; one that stays down soon costs a probe per cap.
 const FLAT_PROBES: u32 = 10;
 
-/// The breaker's state, also the `escalations_webhook_endpoint_state` gauge.
+/// The breaker's state, the `state` label of `escalations_webhook_breaker_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Sending.
@@ -241,9 +241,12 @@ mod tests {
     }
 
     #[test]
-    fn gauge_values_and_the_wait_for_a_probe() {
-        // `escalations_webhook_endpoint_state`: 0 closed, 1 half-open, 2 open.
-        assert_eq!([State::Closed, State::HalfOpen, State::Open].map(State::gauge), [0.0, 1.0, 2.0]);
+    fn state_labels_and_the_wait_for_a_probe() {
+        // The `state` label of `escalations_webhook_breaker_state`.
+        assert_eq!(
+            [State::Closed, State::HalfOpen, State::Open].map(State::label),
+            ["closed", "half_open", "open"]
+        );
         let mut breaker = Breaker::new(1, Duration::from_secs(30));
         breaker.record(Signal::Failed, false, t(0));
         assert_eq!(breaker.admit(t(1)), Admission::Probe);

@@ -1,5 +1,6 @@
 //! Command-line interface: one binary, one subcommand per role or operator task.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -16,7 +17,9 @@ const EXIT_CODES: &str = "Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "escalations", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Settings file (TOML). Without it: defaults, then `ESCALATIONS__*` variables.
+    /// Settings file (TOML). Without it, `ingress`, `worker` and `config` use the
+    /// defaults, then `ESCALATIONS__*` variables; every other command the built-in
+    /// development configuration (config/dev.toml), then those variables.
     #[arg(long, short, global = true, env = "ESCALATIONS_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -34,9 +37,15 @@ pub enum Command {
     /// Run a worker (consume its share of the shards, apply, commit, fire
     /// timers, send webhooks) and its admin listener (default port 9181).
     Worker,
-    /// Run the ingress and a worker in one process (development, small sites),
-    /// with one admin listener (default port 9182).
+    /// Run the ingress and a worker in one process (development, small sites).
+    /// Without --config: the built-in development configuration (RabbitMQ and
+    /// PostgreSQL on localhost, the demo at http://127.0.0.1:8080/demo, one `demo`
+    /// bot) and the contact-centre simulator in the same process. One admin listener (default port 9182).
     All,
+    /// Play a contact centre: receive a bot's webhooks (signatures verified), answer
+    /// each escalation with queue updates, an agent, messages and a disconnect,
+    /// through the agent API. Without --config: the development configuration.
+    Simulate(SimulateArgs),
     /// Create or upgrade the PostgreSQL schema (idempotent; safe to run concurrently).
     Migrate,
     /// Show which worker holds which shard, and which workers are alive
@@ -227,4 +236,38 @@ pub enum ConversationsAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `simulate` options. The agent connects after the queue updates, greets, answers
+/// every visitor message ("You said: ..."), and disconnects when the visitor says
+/// "bye" or when the session time is up.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Address to receive webhooks on. Default: the host and port of the bot's
+    /// webhook_url (every interface if the host is a name).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// Base URL of the ingress whose agent API it posts to. Default: http.bind
+    /// (0.0.0.0 becomes 127.0.0.1).
+    #[arg(long, value_name = "URL")]
+    pub ingress: Option<String>,
+    /// The bot whose contact centre it plays (its webhook secrets and first API key
+    /// are used). Default: demo.bot, else the only bot with a webhook_url.
+    #[arg(long)]
+    pub bot: Option<String>,
+    /// Queue updates before the agent connects (positions N down to 1).
+    #[arg(long, default_value_t = 2)]
+    pub queue_updates: u32,
+    /// Milliseconds before each queue update, and before the agent connects.
+    #[arg(long, default_value_t = 1500)]
+    pub queue_interval_ms: u64,
+    /// The agent's display name.
+    #[arg(long, default_value = "Alex (simulated agent)")]
+    pub agent: String,
+    /// Milliseconds the agent takes to answer a visitor message.
+    #[arg(long, default_value_t = 700)]
+    pub reply_delay_ms: u64,
+    /// Seconds after connecting when the agent leaves on its own; 0: only on "bye".
+    #[arg(long, default_value_t = 600)]
+    pub session_secs: u64,
 }

@@ -6,9 +6,11 @@
 mod cli;
 mod conversations;
 mod dead_events;
+mod dev;
 mod dlq;
 mod ops;
 mod shutdown;
+mod simulate;
 mod telemetry;
 mod topology;
 
@@ -27,16 +29,27 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> ExitCode {
     // Usage errors exit 2 here, from clap.
     let cli = Cli::parse();
+    // Without a file, everything but the production roles (and the check of
+    // what they would load) runs the built-in development configuration, so
+    // one command starts everything on a developer's machine and the operator
+    // commands find what it runs.
+    let development = cli.config.is_none()
+        && !matches!(cli.command, Command::Ingress | Command::Worker | Command::Config { .. });
     // Settings problems are reported plainly, one `key: problem` line each,
     // before any logging is set up.
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let loaded = if development {
+        Settings::load_builtin(dev::DEV_TOML)
+    } else {
+        Settings::load(cli.config.as_deref())
+    };
+    let settings = match loaded {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("error: loading settings: {error}");
             return ExitCode::from(exit::USAGE as u8);
         }
     };
-    match run(cli.command, settings).await {
+    match run(cli.command, settings, development).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -45,7 +58,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn run(command: Command, settings: Settings, development: bool) -> anyhow::Result<()> {
     if let Command::Config { action: None | Some(ConfigAction::Check) } = command {
         print!("# settings are valid; secrets are shown as \"***\"\n{}", settings.to_redacted_toml()?);
         return Ok(());
@@ -55,7 +68,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Topology { action } => topology::run(settings, action).await,
         Command::Ingress => {
+            dev::refuse_dev_secret_off_loopback(settings)?;
             with_admin(settings, Role::Ingress, |shutdown| ingress::run(settings.clone(), shutdown)).await
+        }
+        Command::Simulate(args) => {
+            let options = dev::simulator_options(settings, &args)?;
+            simulate::run(options, shutdown_on_signal()).await
         }
         Command::Worker => {
             with_admin(settings, Role::Worker, |shutdown| async move {
@@ -66,13 +84,15 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::All => {
             // The all-in-one mode is for development and small sites: bring the
             // schema up to date first, as `escalations migrate` would.
+            dev::refuse_dev_secret_off_loopback(settings)?;
             ops::migrate(settings).await?;
             with_admin(settings, Role::All, |shutdown| async move {
-                let (ingress, workers) = tokio::join!(
+                let (ingress, workers, simulator) = tokio::join!(
                     stop_all_after(&shutdown, ingress::run(settings.clone(), shutdown.clone())),
                     worker_and_dispatcher(settings, &shutdown),
+                    development_simulator(settings, development, &shutdown),
                 );
-                ingress.and(workers)
+                ingress.and(workers).and(simulator)
             })
             .await
         }
@@ -109,6 +129,33 @@ where
         stop_all_after(&shutdown, async { admin_task.await.map_err(anyhow::Error::from) }),
     );
     role_result.and(admin_result)
+}
+
+/// In the development configuration, the contact centre of its demo bot,
+/// stopping everything when it stops; otherwise nothing.
+async fn development_simulator(
+    settings: &Settings,
+    development: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    if !development {
+        return Ok(());
+    }
+    tracing::warn!(
+        "no --config: running the built-in development configuration (config/dev.toml); \
+         the demo is at http://{}/demo",
+        settings.http.bind
+    );
+    let options = dev::simulator_options(settings, &default_simulation())?;
+    stop_all_after(shutdown, simulate::run(options, shutdown.clone())).await
+}
+
+/// The simulator's default flags (those of a bare `escalations simulate`).
+fn default_simulation() -> cli::SimulateArgs {
+    match Cli::parse_from(["escalations", "simulate"]).command {
+        Command::Simulate(args) => args,
+        _ => unreachable!("`simulate` parses as Command::Simulate"),
+    }
 }
 
 /// The worker and the webhook dispatcher of one process: whichever stops first

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::rate_limit::{RateLimiter, Scope, retry_after_secs};
 use crate::routes::{agent, health, query, stream, widget};
 use crate::token::WidgetTokens;
-use crate::{keep_alive, metrics};
+use crate::{demo, keep_alive, metrics, openapi};
 
 /// Shared, read-only state of the ingress; cheap to clone.
 #[derive(Debug, Clone)]
@@ -181,6 +181,9 @@ pub fn router(state: AppState) -> Router {
         .route("/widget/v1/conversations/{id}/end", post(widget::end))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/demo", get(demo::page))
+        .route("/demo/config", get(demo::config))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))

@@ -17,15 +17,19 @@
 //! - [`rate_limit`]: [`RateLimiter`], a lock-free per-bot token bucket.
 //! - [`error`]: [`ApiError`], the one error every handler answers with, and [`Error`].
 //! - [`metrics`]: the Prometheus recorder and the HTTP request metrics.
+//! - [`demo`]: the demo widget page at `/demo` (`[demo]`, off by default).
+//! - [`openapi`]: the OpenAPI 3 document of the public API, served at `/openapi.json`.
 //! - [`server`]: [`run`] (what the binary calls) and [`serve`] (graceful shutdown).
 
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod demo;
 pub mod error;
 pub mod keep_alive;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;

@@ -16,11 +16,13 @@
 //! - [`roles`]: the process-level sections: [`WorkerSettings`] (`[worker]`),
 //!   [`AdminConfig`] (`[admin]`), and [`Role`], which picks the admin listener's default.
 //! - [`show`]: [`Settings::to_redacted_toml`], what `escalations config check` prints.
+//! - [`demo`]: [`DemoConfig`], the demo widget page.
 //! - [`bots`]: [`BotConfig`], [`BotDefaults`], [`BotOverrides`], [`EffectiveBot`].
 //! - [`secret`]: [`Secret`] and [`redact_url`].
 //! - [`validate`]: the rules, and [`Problems`] listing what broke them.
 
 pub mod bots;
+pub mod demo;
 pub mod load;
 pub mod roles;
 pub mod secret;
@@ -31,6 +33,7 @@ pub mod validate;
 use std::path::PathBuf;
 
 pub use bots::{BotConfig, BotDefaults, BotOverrides, EffectiveBot, WEBHOOK_SECRET_PREFIX};
+pub use demo::DemoConfig;
 pub use load::{BOTS_JSON_VAR, ENV_PREFIX, ENV_SEPARATOR, Settings};
 pub use roles::{AdminConfig, Role, WorkerSettings};
 pub use secret::{Secret, redact_url};

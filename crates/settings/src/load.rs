@@ -8,6 +8,7 @@ use config::{Config, ConfigBuilder, Environment, File, FileFormat, FileSourceStr
 use serde::Deserialize;
 
 use crate::bots::{BotConfig, BotDefaults, RawBot};
+use crate::demo::DemoConfig;
 use crate::roles::{AdminConfig, WorkerSettings};
 use crate::sections::{BrokerConfig, DatabaseConfig, HttpConfig, LogConfig, WebhookConfig, WidgetConfig};
 use crate::{Error, validate};
@@ -51,6 +52,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// The admin listener of every role (`[admin]`).
     pub admin: AdminConfig,
+    /// The demo widget page (`[demo]`).
+    pub demo: DemoConfig,
 }
 
 /// The settings as deserialized, before validation.
@@ -67,6 +70,7 @@ pub(crate) struct RawSettings {
     pub(crate) log: LogConfig,
     pub(crate) worker: WorkerSettings,
     pub(crate) admin: AdminConfig,
+    pub(crate) demo: DemoConfig,
 }
 
 impl Settings {
@@ -126,6 +130,13 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, Error> {
         build(toml.map(|t| File::from_str(t, FileFormat::Toml)), env)
+    }
+
+    /// Like [`load`](Self::load) without a file, from a built-in TOML text instead
+    /// (e.g. a development configuration compiled into the binary), then the
+    /// process environment, then validation.
+    pub fn load_builtin(toml: &str) -> Result<Self, Error> {
+        build(Some(File::from_str(toml, FileFormat::Toml)), process_env()?)
     }
 
     /// The bot with this id.

@@ -119,6 +119,7 @@ pub(crate) fn raw_settings(raw: RawSettings) -> Result<Settings, Problems> {
         log: raw.log,
         worker: raw.worker,
         admin: raw.admin,
+        demo: raw.demo,
     };
     let problems = self::settings(&settings, url_errors);
     if problems.is_empty() { Ok(settings) } else { Err(problems) }
@@ -198,6 +199,7 @@ pub(crate) fn settings(s: &Settings, url_errors: Vec<Option<String>>) -> Problem
         check_bot(&mut c, i, bot, url_error, w);
     }
     check_unique(&mut c, &s.bots);
+    crate::demo::check(&mut c, &s.demo, &s.bots);
 
     if s.log.filter.trim().is_empty() {
         c.fail("log.filter", "must not be empty (e.g. `info`)");
@@ -214,10 +216,10 @@ pub(crate) fn settings(s: &Settings, url_errors: Vec<Option<String>>) -> Problem
 }
 
 /// Collects problems.
-struct Checker(Vec<Problem>);
+pub(crate) struct Checker(Vec<Problem>);
 
 impl Checker {
-    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem { key: key.into(), message: message.into() });
     }
 

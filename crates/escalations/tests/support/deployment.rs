@@ -140,6 +140,7 @@ token = "{ADMIN_TOKEN}"
 [log]
 format = "json"
 filter = "{filter}"
+{sections}
 [[bots]]
 id = "{bot}"
 api_keys = ["{key}"]
@@ -153,7 +154,7 @@ rate_limit_burst = 1000000
 }
 
 /// A free port on 127.0.0.1 (bound, then released for the child to take).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
@@ -296,7 +297,17 @@ impl Deployment {
         self.children.iter().filter(|(role, _, _)| role == "worker").count()
     }
 
+    /// Starts `escalations <role> --config <ingress.toml> <args>` beside the
+    /// deployment (e.g. `simulate`), stopped with it.
+    pub fn spawn_extra(&mut self, role: &str, args: &[&str]) {
+        self.spawn_with(role, "ingress.toml", &[], args);
+    }
+
     fn spawn(&mut self, role: &str, config: &str, env: &[(&str, &str)]) {
+        self.spawn_with(role, config, env, &[]);
+    }
+
+    fn spawn_with(&mut self, role: &str, config: &str, env: &[(&str, &str)], args: &[&str]) {
         // Replacements of killed processes get logs of their own.
         let path = (self.children.len()..)
             .map(|n| self.dir.join(format!("{role}-{n}.log")))
@@ -310,6 +321,7 @@ impl Deployment {
             .arg(role)
             .arg("--config")
             .arg(self.dir.join(config))
+            .args(args)
             .env_remove("ESCALATIONS_CONFIG")
             .env("ESCALATIONS__WORKER__LEASE_TTL_MS", self.layout.lease_ttl_ms.to_string())
             .env("ESCALATIONS__WORKER__RENEW_EVERY_MS", self.layout.renew_every_ms.to_string())

@@ -28,12 +28,38 @@ use crate::app::{AppState, new_event_id};
 use crate::auth::{authenticate_bot, bot_id_of};
 use crate::body::{Empty, read_json};
 use crate::error::ApiError;
+use crate::openapi::schemas::{AgentEventRequest, ErrorBody, RefusedBody, VerdictBody};
 use crate::rate_limit::Scope;
 
 /// The header that may carry the event's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Accepts one agent event.
+#[utoipa::path(post, path = "/agent/converse/send-message-to-widget", tag = "agent",
+    operation_id = "sendMessageToWidget",
+    summary = "Post an agent event for a conversation",
+    description = "Accepted (200) only once RabbitMQ confirmed it. With `Prefer: wait=N` the answer is \
+                   the worker's verdict: 200 applied/duplicate/ignored, 409 refused, or 202 if not \
+                   decided within N seconds.",
+    request_body(content = AgentEventRequest, content_type = "application/json"),
+    params(
+        ("botid" = Option<String>, Header, description = "The bot; when given it must be the key's bot."),
+        ("Idempotency-Key" = Option<String>, Header, description = "The event's id, if the body has no `eventId`."),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds for the verdict.", example = "wait=2"),
+    ),
+    responses(
+        (status = 200, description = "Accepted (or, with `Prefer: wait`, the verdict).", body = VerdictBody,
+            example = json!({"status": "accepted", "eventId": "0192f1c4-7b3a-7c2e-9a51-3f0d2b8c4e10"})),
+        (status = 202, description = "`Prefer: wait`: accepted, verdict not known yet.", body = Accepted),
+        (status = 409, description = "`Prefer: wait`: refused by the conversation's state.", body = RefusedBody),
+        (status = 400, description = "The body or the `Idempotency-Key` header is invalid; `details` lists every problem.", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.body_limit_bytes`.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see `Retry-After`.", body = ErrorBody),
+        (status = 503, description = "RabbitMQ did not confirm the event: retry with the same id.", body = ErrorBody),
+    ),
+    security(("botApiKey" = [])))]
 #[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
 pub async fn send_message_to_widget(
     State(app): State<AppState>,

@@ -9,8 +9,11 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::schemas::{ErrorBody, StatusBody};
 
 /// `GET /healthz`: the process is up and serving HTTP. Always `200`.
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses((status = 200, description = "The process is up.", body = StatusBody)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -20,6 +23,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// possible) and so has the live hub, if this ingress has one (streams open,
 /// `Prefer: wait` gets verdicts); `503` otherwise (the load balancer should
 /// send traffic elsewhere).
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Publishing and live delivery work.", body = StatusBody),
+        (status = 503, description = "Not ready: the message says why.", body = ErrorBody),
+    ))]
 pub async fn readyz(State(app): State<AppState>) -> Response {
     let problem = if !app.publisher().is_connected() {
         Some("no broker connection for publishing")

@@ -24,15 +24,19 @@ pub const MAX_EVENT_ID_BYTES: usize = 255;
 /// `200 {"status":"accepted","eventId":"…"}`: the broker confirmed the event.
 /// `warnings` lists the display-only fields dropped from it, when there are
 /// any (docs/protocol.md §2).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"status": "accepted", "eventId": "0192f1c4-7b3a-7c2e-9a51-3f0d2b8c4e10"}))]
 pub struct Accepted {
     /// Always `accepted`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// The event's id, given or generated.
+    #[schema(value_type = String)]
     pub event_id: EventId,
     /// Fields dropped from the event; omitted when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Option<Vec<crate::openapi::schemas::FieldProblem>>)]
     pub warnings: Vec<FieldWarning>,
 }
 

@@ -12,6 +12,7 @@
 //! request uses `Prefer: wait=N` on the POST instead.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use domain::{BotId, ConversationId, EventId, Verdict};
@@ -22,6 +23,7 @@ use tracing::Span;
 use crate::app::AppState;
 use crate::auth::{authenticate_bot, bot_id_of};
 use crate::error::ApiError;
+use crate::openapi::schemas::{ConversationView, ErrorBody, EventView};
 use crate::rate_limit::Scope;
 
 /// How many of the latest events the conversation view lists.
@@ -36,14 +38,26 @@ fn caller(app: &AppState, headers: &HeaderMap) -> Result<BotId, ApiError> {
 }
 
 /// The state of one of the caller's conversations and its recent events.
-#[tracing::instrument(skip_all, fields(bot_id, conversation_id = %id))]
+#[utoipa::path(get, path = "/agent/converse/conversations/{id}", tag = "agent", operation_id = "getConversation",
+    summary = "A conversation's state and latest events (bot API key)",
+    params(("id" = String, Path, description = "The conversation (platformConversationId), 1–128 characters.")),
+    responses(
+        (status = 200, description = "The conversation.", body = ConversationView),
+        (status = 404, description = "The bot has no conversation with this id.", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key.", body = ErrorBody),
+        (status = 429, description = "Over the bot's rate limit; see `Retry-After`.", body = ErrorBody),
+        (status = 503, description = "The database is unreachable: retry.", body = ErrorBody),
+    ),
+    security(("botApiKey" = [])))]
+#[tracing::instrument(skip_all, fields(bot_id))]
 pub async fn conversation(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let bot = caller(&app, &headers)?;
-    // An id that could never be stored cannot name a conversation.
+    // An id that could never be stored (or not even decoded) cannot name a conversation.
+    let Ok(Path(id)) = path else { return Err(ApiError::UnknownConversation) };
     let conversation = ConversationId::parse(id).map_err(|_| ApiError::UnknownConversation)?;
     let store = app.store()?;
     let key = ConvKey::new(bot, conversation);
@@ -74,13 +88,25 @@ pub async fn conversation(
 }
 
 /// The verdict on one of the caller's events.
-#[tracing::instrument(skip_all, fields(bot_id, event_id = %id))]
+#[utoipa::path(get, path = "/agent/converse/events/{id}", tag = "agent", operation_id = "getEvent",
+    summary = "The verdict on one of the bot's events (bot API key)",
+    params(("id" = String, Path, description = "The event id.")),
+    responses(
+        (status = 200, description = "The event and its verdict.", body = EventView),
+        (status = 404, description = "No applied event with this id (it may not be applied yet).", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key.", body = ErrorBody),
+        (status = 429, description = "Over the bot's rate limit; see `Retry-After`.", body = ErrorBody),
+        (status = 503, description = "The database is unreachable: retry.", body = ErrorBody),
+    ),
+    security(("botApiKey" = [])))]
+#[tracing::instrument(skip_all, fields(bot_id))]
 pub async fn event(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let bot = caller(&app, &headers)?;
+    let Ok(Path(id)) = path else { return Err(ApiError::UnknownEvent) };
     let event_id = EventId::parse(id).map_err(|_| ApiError::UnknownEvent)?;
     let store = app.store()?;
     let record =

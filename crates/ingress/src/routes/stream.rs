@@ -16,6 +16,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -31,6 +32,7 @@ use crate::app::AppState;
 use crate::auth::authenticate_widget_stream;
 use crate::error::ApiError;
 use crate::live::{LiveSignal, Subscription};
+use crate::openapi::schemas::ErrorBody;
 
 /// The header a reconnecting `EventSource` sends.
 pub const LAST_EVENT_ID: &str = "last-event-id";
@@ -62,13 +64,43 @@ impl std::fmt::Debug for StreamQuery {
 
 /// Opens the stream of the conversation the widget token is for; the token
 /// comes from `Authorization: Bearer`, or without that header from `?access_token=`.
-#[tracing::instrument(skip_all, fields(conversation_id = %id))]
+#[utoipa::path(get, path = "/widget/v1/conversations/{id}/events", tag = "widget", operation_id = "widgetEvents",
+    summary = "The visitor's resumable event stream (widget token)",
+    description = "Server-sent events: each has `id:` (the conversation's widget sequence), `event:` (its type: \
+                   escalationRequested, escalationQueueUpdate, escalationSuccess, agentChanged, message, \
+                   escalationFailed, agentDisconnect, sessionEnded, visitorRejected) and `data:` (JSON with \
+                   `sequence`, `timestamp`, `escalationId`, `type` and the event's fields). Reconnect with \
+                   `Last-Event-ID` to get exactly what was missed.",
+    params(("id" = String, Path, description = "The conversation (platformConversationId), 1–128 characters."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this sequence."),
+        ("lastEventId" = Option<String>, Query, description = "Resume after this sequence (without the header)."),
+        ("access_token" = Option<String>, Query, description = "The widget token, for `EventSource`, without an `Authorization` header."),
+    ),
+    responses(
+        (status = 200, description = "The stream.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`Last-Event-ID` is not a sequence number.", body = ErrorBody),
+        (status = 401, description = "Missing or invalid widget token, or one for another conversation.", body = ErrorBody),
+        (status = 429, description = "Too many stream opens; see `Retry-After`.", body = ErrorBody),
+        (status = 503, description = "Live delivery or the database is unavailable: retry.", body = ErrorBody),
+    ),
+    security(("widgetToken" = [])))]
+#[tracing::instrument(skip_all, fields(conversation_id))]
 pub async fn events(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(query): Query<StreamQuery>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // An undecodable path cannot match any token: the same 401 as a wrong one.
+    let Ok(Path(id)) = path else { return Err(ApiError::Unauthorized) };
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::invalid(
+            "query",
+            FieldCode::InvalidFormat,
+            "the query string cannot be decoded",
+        ));
+    };
+    tracing::Span::current().record("conversation_id", id.as_str());
     let token = query.access_token.as_deref();
     let (bot, conversation) =
         authenticate_widget_stream(app.settings(), app.tokens(), &headers, token, &id, Utc::now())?;

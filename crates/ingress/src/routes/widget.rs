@@ -24,14 +24,17 @@ use crate::app::{AppState, new_event_id};
 use crate::auth::{authenticate_bot, authenticate_widget, bot_id_of};
 use crate::body::{Empty, read_json};
 use crate::error::ApiError;
+use crate::openapi::schemas::{ErrorBody, EscalateRequest, VisitorMessageRequest};
 use crate::rate_limit::Scope;
 
 /// `200` of `escalate`: the new escalation's id and the token the visitor's
 /// widget uses for this conversation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"escalationId": "0192f1c4-7b3a-7c2e-9a51-3f0d2b8c4e10", "widgetToken": "eyJib3QiOi…", "expiresAt": "2025-01-02T03:04:05Z"}))]
 pub struct Escalated {
     /// The id of the escalation requested.
+    #[schema(value_type = String)]
     pub escalation_id: EscalationId,
     /// `Authorization: Bearer <widgetToken>` for the widget routes of this conversation.
     pub widget_token: String,
@@ -69,6 +72,23 @@ async fn live_escalation_id(
 /// stored escalation id is answered. Without a verdict in time (or without a
 /// live hub), the proposed id is answered, as it is the one the worker
 /// applies unless an escalation was live.
+#[utoipa::path(post, path = "/widget/v1/conversations/{id}/escalate", tag = "widget", operation_id = "escalate",
+    summary = "Hand the conversation to a human (bot API key)",
+    description = "Publishes the escalation and answers with the widget token the visitor's widget uses. \
+                   Escalating while an escalation is live keeps the live one and answers its id.",
+    request_body(content = Option<EscalateRequest>, content_type = "application/json"),
+    params(("id" = String, Path, description = "The conversation (platformConversationId), 1–128 characters."),
+        ("botid" = Option<String>, Header, description = "The bot; when given it must be the key's bot.")),
+    responses(
+        (status = 200, description = "Escalation requested.", body = Escalated),
+        (status = 400, description = "The body or the path is invalid; `details` lists every problem.", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.body_limit_bytes`.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        (status = 429, description = "Over the bot's escalate rate limit; see `Retry-After`.", body = ErrorBody),
+        (status = 503, description = "RabbitMQ did not confirm: retry.", body = ErrorBody),
+    ),
+    security(("botApiKey" = [])))]
 #[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
 pub async fn escalate(
     State(app): State<AppState>,
@@ -149,6 +169,20 @@ pub async fn escalate(
 /// widget retrying a message it got no answer for sends a duplicate the worker
 /// applies once; the message id is the `clientMessageId`. Without one, both are
 /// a new UUID v7.
+#[utoipa::path(post, path = "/widget/v1/conversations/{id}/messages", tag = "widget", operation_id = "postVisitorMessage",
+    summary = "Send a visitor message to the agent (widget token)",
+    request_body(content = VisitorMessageRequest, content_type = "application/json"),
+    params(("id" = String, Path, description = "The conversation (platformConversationId), 1–128 characters.")),
+    responses(
+        (status = 200, description = "Accepted.", body = Accepted),
+        (status = 400, description = "The body is invalid; `details` lists every problem.", body = ErrorBody),
+        (status = 401, description = "Missing or invalid widget token, or one for another conversation.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.body_limit_bytes`.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        (status = 429, description = "Over the conversation's visitor rate limit; see `Retry-After`.", body = ErrorBody),
+        (status = 503, description = "RabbitMQ did not confirm: retry (with the same `clientMessageId`).", body = ErrorBody),
+    ),
+    security(("widgetToken" = [])))]
 #[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
 pub async fn post_message(
     State(app): State<AppState>,
@@ -192,6 +226,16 @@ pub async fn post_message(
 
 /// `POST /widget/v1/conversations/{id}/end` (widget token): the visitor ends the
 /// session. No body is needed; any body is ignored.
+#[utoipa::path(post, path = "/widget/v1/conversations/{id}/end", tag = "widget", operation_id = "endSession",
+    summary = "The visitor ends the session (widget token); any body is ignored",
+    params(("id" = String, Path, description = "The conversation (platformConversationId), 1–128 characters.")),
+    responses(
+        (status = 200, description = "Accepted.", body = Accepted),
+        (status = 401, description = "Missing or invalid widget token, or one for another conversation.", body = ErrorBody),
+        (status = 429, description = "Over the conversation's visitor rate limit; see `Retry-After`.", body = ErrorBody),
+        (status = 503, description = "RabbitMQ did not confirm: retry.", body = ErrorBody),
+    ),
+    security(("widgetToken" = [])))]
 #[tracing::instrument(skip_all, fields(bot_id, conversation_id, event_id))]
 pub async fn end(
     State(app): State<AppState>,
