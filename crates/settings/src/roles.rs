@@ -208,4 +208,65 @@ mod tests {
         assert!(error.problems().expect("problems").has_key("admin.token"), "{error}");
         assert!(!error.to_string().contains("short\""), "the token is never echoed: {error}");
     }
+
+    /// The keys of the `[worker]` rules `settings` breaks.
+    fn broken(settings: &WorkerSettings) -> Vec<&'static str> {
+        settings.problems().into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn worker_rules_hold_at_their_limits_and_break_one_past() {
+        let ok = WorkerSettings::default();
+        assert!(broken(&ok).is_empty(), "{:?}", broken(&ok));
+        let with = |edit: &dyn Fn(&mut WorkerSettings)| {
+            let mut settings = WorkerSettings::default();
+            edit(&mut settings);
+            broken(&settings)
+        };
+        // Ids: 128 characters at most, no spaces, no control characters.
+        assert!(with(&|w| w.id = "w".repeat(128)).is_empty());
+        assert_eq!(with(&|w| w.id = "w".repeat(129)), ["worker.id"]);
+        assert_eq!(with(&|w| w.id = "worker 1".to_owned()), ["worker.id"]);
+        assert_eq!(with(&|w| w.id = "worker\u{7}".to_owned()), ["worker.id"]);
+        // Leases: at least 100 ms; renewals above 0 and at most half the lease.
+        assert!(with(&|w| (w.lease_ttl_ms, w.renew_every_ms) = (100, 50)).is_empty());
+        assert!(with(&|w| (w.lease_ttl_ms, w.renew_every_ms) = (99, 49)).contains(&"worker.lease_ttl_ms"));
+        assert!(with(&|w| (w.lease_ttl_ms, w.renew_every_ms) = (1000, 500)).is_empty());
+        assert_eq!(with(&|w| (w.lease_ttl_ms, w.renew_every_ms) = (1000, 501)), ["worker.renew_every_ms"]);
+        assert_eq!(with(&|w| w.renew_every_ms = 0), ["worker.renew_every_ms"]);
+        // Counts at least 1.
+        assert_eq!(with(&|w| w.max_batch = 0), ["worker.max_batch"]);
+        assert_eq!(with(&|w| w.timer_poll_ms = 0), ["worker.timer_poll_ms"]);
+        assert_eq!(with(&|w| w.timer_batch = 0), ["worker.timer_batch"]);
+        // Retry pauses: above 0, the first at most the longest.
+        assert!(with(&|w| (w.retry_delay_min_ms, w.retry_delay_max_ms) = (700, 700)).is_empty());
+        assert_eq!(
+            with(&|w| (w.retry_delay_min_ms, w.retry_delay_max_ms) = (701, 700)),
+            ["worker.retry_delay_min_ms"]
+        );
+        assert_eq!(with(&|w| w.retry_delay_min_ms = 0), ["worker.retry_delay_min_ms"]);
+    }
+
+    #[test]
+    fn role_names_are_the_subcommands() {
+        assert_eq!([Role::Ingress, Role::Worker, Role::All].map(Role::as_str), ["ingress", "worker", "all"]);
+    }
+
+    #[test]
+    fn an_admin_token_of_the_minimum_length_is_taken() {
+        let exact = "t".repeat(crate::MIN_ADMIN_TOKEN_CHARS);
+        let settings =
+            load(&format!("[admin]\ntoken = \"{exact}\"\n"), &[]).expect("a token of the minimum length");
+        assert_eq!(settings.admin.token.len(), crate::MIN_ADMIN_TOKEN_CHARS);
+        let short = "t".repeat(crate::MIN_ADMIN_TOKEN_CHARS - 1);
+        let error = load(&format!("[admin]\ntoken = \"{short}\"\n"), &[]).expect_err("one short");
+        assert!(error.problems().expect("problems").has_key("admin.token"), "{error}");
+    }
+
+    #[test]
+    fn a_built_in_configuration_is_loaded_from_its_text() {
+        let toml = "[broker]\nshards = 7\n[widget]\ntoken_secret = \"a-test-key-of-at-least-32-bytes!!\"\n";
+        let settings = Settings::load_builtin(toml).expect("built-in settings");
+        assert_eq!(settings.broker.shards, 7);
+    }
 }
