@@ -140,7 +140,6 @@ token = "{ADMIN_TOKEN}"
 [log]
 format = "json"
 filter = "{filter}"
-{sections}
 [[bots]]
 id = "{bot}"
 api_keys = ["{key}"]
