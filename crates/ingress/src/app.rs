@@ -2,8 +2,10 @@
 //!
 //! Tests and benchmarks build the router in-process from any [`Settings`] and
 //! [`Publisher`]: `router(AppState::new(settings, publisher))`. The query
-//! endpoints (docs/protocol.md §2) also need a [`Store`]: `AppState::with_store`. Only
-//! those read-side handlers use it; the write path never touches the database.
+//! endpoints (docs/protocol.md §2) also need a [`Store`]: `AppState::with_store`. The
+//! write path reads it in two places only: `escalate` answers the live escalation's id
+//! after a `duplicate`, and a `Prefer: wait` whose verdict did not arrive looks in the
+//! event log; neither ever writes, and both answer without it when it is down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +17,10 @@ use domain::{Envelope, EventId};
 use metrics_exporter_prometheus::PrometheusHandle;
 use settings::Settings;
 use store::Store;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
 
 use crate::live::LiveHub;
-use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::rate_limit::{RateLimiter, Scope, retry_after_secs};
@@ -40,6 +43,9 @@ struct Inner {
     store: Option<Store>,
     /// For widget streams; `None` answers them with `503`.
     live: Option<LiveHub>,
+    /// Cancelled when shutdown begins: open widget streams end (the widget
+    /// resumes elsewhere with `Last-Event-ID`) instead of holding the grace period.
+    closing: CancellationToken,
 }
 
 impl AppState {
@@ -72,7 +78,19 @@ impl AppState {
         );
         let limiter = RateLimiter::new(&settings);
         let metrics = metrics::install();
-        Self(Arc::new(Inner { settings, publisher, limiter, tokens, metrics, store, live }))
+        let closing = CancellationToken::new();
+        Self(Arc::new(Inner { settings, publisher, limiter, tokens, metrics, store, live, closing }))
+    }
+
+    /// Ends every open widget stream, now and from now on: called when
+    /// shutdown begins, so streams do not hold it for the grace period.
+    pub fn close_streams(&self) {
+        self.0.closing.cancel();
+    }
+
+    /// Cancelled once [`AppState::close_streams`] was called.
+    pub fn streams_closing(&self) -> &CancellationToken {
+        &self.0.closing
     }
 
     /// The settings the ingress runs with.

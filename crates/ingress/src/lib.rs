@@ -3,8 +3,12 @@
 //! It authenticates, validates and rate-limits each request, publishes one
 //! [`domain::Envelope`] to the conversation's shard queue and answers `200` only
 //! once the broker confirmed it, so no accepted event can be lost (docs/protocol.md §6).
-//! It never touches the database: every rule that needs state runs in the
-//! worker. Bad input gets a typed JSON 4xx and publishes nothing.
+//! It never writes to the database: every rule that needs state runs in the
+//! worker. It reads it for the query endpoints and widget streams, and on the
+//! write path only where an answer needs the worker's decision (`escalate`
+//! after a `duplicate`, a `Prefer: wait` verdict that did not arrive); those
+//! answer without it when it is down. Bad input gets a typed JSON 4xx and
+//! publishes nothing.
 //!
 //! - [`app`]: [`AppState`] (settings, publisher, limiter, token keys) and [`router`].
 //! - [`routes`]: the handlers: agent API, widget API, health and metrics.

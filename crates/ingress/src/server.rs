@@ -64,6 +64,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let hub =
         LiveHub::start(&settings.broker.url, &settings.broker.prefix).context("starting the live hub")?;
     let state = AppState::with_live(settings, publisher.clone(), store, hub);
+    let streams = state.clone();
+    let closing = shutdown.clone();
+    tokio::spawn(async move {
+        closing.cancelled().await;
+        streams.close_streams();
+    });
     let app = router(state);
     let served = serve(listener, app, grace, shutdown).await;
     publisher.shutdown().await;

@@ -78,3 +78,57 @@ async fn run_binds_serves_and_returns_when_cancelled() {
     let outcome = tokio::time::timeout(Duration::from_secs(15), running).await.expect("run returns");
     outcome.expect("task").expect("clean exit");
 }
+
+/// An open widget stream ends when shutdown begins (the widget resumes
+/// elsewhere with `Last-Event-ID`), so `run` returns at once instead of at
+/// the end of the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_end_when_shutdown_begins_instead_of_holding_the_grace_period() {
+    let mut settings = test_settings();
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    settings.http.bind = probe.local_addr().expect("addr");
+    drop(probe);
+    settings.http.shutdown_grace_secs = 30;
+    settings.database.url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    settings.database.schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let store = store::Store::connect(&settings.database.url, &settings.database.schema, 1).expect("store");
+    store.migrate().await.expect("migrate");
+    let _cleanup = TopologyGuard(ingress::publisher_config(&settings).topology);
+    let tokens = ingress::WidgetTokens::new(TOKEN_SECRET.as_bytes(), Duration::from_secs(3600));
+    let bot = domain::BotId::parse(BOT).expect("bot");
+    let conversation = domain::ConversationId::parse("c-stream").expect("conversation");
+    let token = tokens.issue(&bot, &conversation, chrono::Utc::now()).token;
+
+    let bind = settings.http.bind;
+    let token_run = CancellationToken::new();
+    let running = tokio::spawn(ingress::run(settings, token_run.clone()));
+    let client = reqwest::Client::new();
+    let url = format!("http://{bind}/widget/v1/conversations/c-stream/events");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        if let Ok(response) = client.get(&url).bearer_auth(&token).send().await
+            && response.status() == 200
+        {
+            break response;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a stream opens within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Open and idle: nothing ends it but the shutdown.
+    let idle = tokio::time::timeout(Duration::from_millis(500), stream.chunk()).await;
+    assert!(idle.is_err(), "the stream stays open while nothing happens: {idle:?}");
+
+    let began = std::time::Instant::now();
+    token_run.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended when shutdown began");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), running).await.expect("run returns");
+    outcome.expect("task").expect("clean exit");
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(10), "run returned {took:?} after shutdown began (grace 30 s)");
+    store.drop_schema().await.expect("drop schema");
+}

@@ -9,18 +9,15 @@
 //! [`super::verdict`]). Either answer lists the display-only fields dropped
 //! from the event as `warnings` (an `agentAvatar` that is not an https URL).
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::Utc;
 use domain::{
-    AgentEvent, Command, Envelope, EventId, FieldCode, IdSpace, Input, ScopedEventId, ValidationErrors,
-    parse_agent_event,
+    AgentEvent, Command, Envelope, EventId, FieldCode, IdSpace, Input, ValidationErrors, parse_agent_event,
 };
 use serde_json::Value;
-use store::ConvKey;
 use tracing::Span;
 
 use super::{Accepted, check_event_id_bytes, verdict};
@@ -92,22 +89,8 @@ pub async fn send_message_to_widget(
         },
     };
     let wait = verdict::requested_wait(&headers, app.settings().http.verdict_wait_max_secs);
-    // Registered before publishing, so the verdict cannot arrive unseen.
-    let waiter = match wait {
-        Some(_) => app.live().ok().map(|hub| {
-            let id = ScopedEventId(IdSpace::Agent, event_id.clone());
-            hub.expect_verdict(envelope.bot_id.as_str(), envelope.conversation_id.as_str(), &id)
-        }),
-        None => None,
-    };
-    app.publish_replying(&envelope, waiter.as_ref().and_then(|w| w.queue().map(str::to_owned))).await?;
-    match (waiter, wait) {
-        (Some(waiter), Some(wait)) => {
-            let key = ConvKey::new(envelope.bot_id, envelope.conversation_id);
-            Ok(verdict::await_verdict(&app, waiter, &key, &event_id, &warnings, wait).await)
-        }
-        _ => Ok(Json(Accepted::with_warnings(event_id, warnings)).into_response()),
-    }
+    let outcome = verdict::publish_and_wait(&app, &envelope, IdSpace::Agent, wait).await?;
+    Ok(verdict::respond(&event_id, outcome, warnings))
 }
 
 /// The event and its id, or every problem of the body and the

@@ -27,6 +27,7 @@ use domain::widget::WidgetEnvelope;
 use serde::Deserialize;
 use store::{ConvKey, Store};
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::auth::authenticate_widget_stream;
@@ -116,7 +117,8 @@ pub async fn events(
     // Read before answering, so a database outage is a 503, not an empty stream.
     let backlog = store.widget_events(&key, after).await.map_err(ApiError::store)?;
     let (sender, receiver) = mpsc::channel(BUFFER);
-    tokio::spawn(pump(Pump { store, key, subscription, sender, last: after }, backlog));
+    let closing = app.streams_closing().clone();
+    tokio::spawn(pump(Pump { store, key, subscription, sender, last: after, closing }, backlog));
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|event| (Ok::<Event, Infallible>(event), receiver))
     });
@@ -148,12 +150,15 @@ struct Pump {
     sender: mpsc::Sender<Event>,
     /// The last sequence sent (or the client's `Last-Event-ID`).
     last: u64,
+    /// Shutdown began: end the stream (the widget resumes elsewhere).
+    closing: CancellationToken,
 }
 
 /// Why a stream ends: the client left, or it must reconnect (resuming loses nothing).
 struct Closed;
 
-/// Sends the backlog, then live events, until the client goes away.
+/// Sends the backlog, then live events, until the client goes away or the
+/// instance shuts down.
 async fn pump(mut pump: Pump, backlog: Vec<WidgetEnvelope>) {
     if pump.send_all(backlog).await.is_err() {
         return;
@@ -161,6 +166,7 @@ async fn pump(mut pump: Pump, backlog: Vec<WidgetEnvelope>) {
     loop {
         let update = tokio::select! {
             () = pump.sender.closed() => return,
+            () = pump.closing.cancelled() => return,
             update = pump.subscription.receiver.recv() => update,
         };
         let outcome = match update {

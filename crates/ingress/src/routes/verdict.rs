@@ -17,13 +17,14 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::{EventId, FieldWarning, IdSpace, Phase, ScopedEventId, Verdict};
+use domain::{Envelope, EventId, FieldWarning, IdSpace, Phase, ScopedEventId, Verdict};
 use serde_json::{Value, json};
 use store::ConvKey;
 
+use super::Accepted;
 use super::query::verdict_parts;
 use crate::app::AppState;
-use crate::live::VerdictWaiter;
+use crate::error::ApiError;
 
 /// How long the caller asked to wait, clamped to `http.verdict_wait_max_secs`
 /// (and to 10 s); `None` without a `wait` preference.
@@ -42,25 +43,63 @@ pub fn requested_wait(headers: &HeaderMap, max_secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// Waits up to `wait` for the verdict on `event_id` of the conversation `key`
-/// and renders the answer.
-pub async fn await_verdict(
+/// What came of publishing an event and waiting for its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No wait was asked for, or this instance has no live hub to hear one.
+    NotWaited,
+    /// Confirmed by the broker, not decided within the wait.
+    Undecided,
+    /// The worker's verdict, and the conversation's phase after it.
+    Decided(Verdict, Phase),
+}
+
+/// Publishes `envelope` (an error unless the broker confirmed it) and, with
+/// a `wait` and a live hub, waits that long for the worker's verdict on the
+/// event, as `space`'s id. The wait is registered before publishing, so the
+/// verdict cannot arrive unseen; one that does not come in time (or was lost
+/// because the hub reconnected) is looked up once in the conversation's
+/// event log. Used by `send-message-to-widget` with `Prefer: wait` and by
+/// `escalate`.
+pub async fn publish_and_wait(
     app: &AppState,
-    waiter: VerdictWaiter,
-    key: &ConvKey,
-    event_id: &EventId,
-    warnings: &[FieldWarning],
-    wait: Duration,
-) -> Response {
+    envelope: &Envelope,
+    space: IdSpace,
+    wait: Option<Duration>,
+) -> Result<Outcome, ApiError> {
+    let event_id = ScopedEventId(space, envelope.command.event_id.clone());
+    let waiter = match (wait, app.live()) {
+        (Some(wait), Ok(hub)) if !wait.is_zero() => Some((
+            wait,
+            hub.expect_verdict(envelope.bot_id.as_str(), envelope.conversation_id.as_str(), &event_id),
+        )),
+        _ => None,
+    };
+    let reply_to = waiter.as_ref().and_then(|(_, waiter)| waiter.queue().map(str::to_owned));
+    app.publish_replying(envelope, reply_to).await?;
+    let Some((wait, waiter)) = waiter else { return Ok(Outcome::NotWaited) };
     let decided = match waiter.wait(wait).await {
         Some(decided) => Some(decided),
-        // Not in time, or the reply was lost (the hub reconnected meanwhile):
-        // decided by now means in the event log.
-        None => recorded(app, key, &ScopedEventId(IdSpace::Agent, event_id.clone())).await,
+        None => {
+            let key = ConvKey::new(envelope.bot_id.clone(), envelope.conversation_id.clone());
+            recorded(app, &key, &event_id).await
+        }
     };
-    let (status, mut body) = match decided {
-        Some((verdict, phase)) => render(event_id, verdict, phase),
-        None => (StatusCode::ACCEPTED, json!({"status": "accepted", "eventId": event_id.as_str()})),
+    Ok(decided.map_or(Outcome::Undecided, |(verdict, phase)| Outcome::Decided(verdict, phase)))
+}
+
+/// The answer of `send-message-to-widget` for `outcome`: `200 accepted`
+/// without a wait, `202 accepted` when undecided, else the verdict (`200`, or
+/// `409` with `currentState`). Each carries the event's `warnings`, if any.
+pub fn respond(event_id: &EventId, outcome: Outcome, warnings: Vec<FieldWarning>) -> Response {
+    let (status, mut body) = match outcome {
+        Outcome::NotWaited => {
+            return Json(Accepted::with_warnings(event_id.clone(), warnings)).into_response();
+        }
+        Outcome::Undecided => {
+            (StatusCode::ACCEPTED, json!({"status": "accepted", "eventId": event_id.as_str()}))
+        }
+        Outcome::Decided(verdict, phase) => render(event_id, verdict, phase),
     };
     if !warnings.is_empty() {
         body["warnings"] = json!(warnings);

@@ -13,13 +13,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use domain::widget_request::CLIENT_MESSAGE_EVENT_PREFIX;
 use domain::{
     BotId, Command, ConversationId, Envelope, EscalationId, EventId, FieldCode, IdSpace, Input, MessageId,
-    ScopedEventId, ValidationErrors, Verdict, parse_escalate_request, parse_visitor_message,
+    ValidationErrors, Verdict, parse_escalate_request, parse_visitor_message,
 };
 use serde::Serialize;
 use store::ConvKey;
 use tracing::Span;
 
-use super::{Accepted, check_event_id_bytes, verdict};
+use super::verdict::{self, Outcome};
+use super::{Accepted, check_event_id_bytes};
 use crate::app::{AppState, new_event_id};
 use crate::auth::{authenticate_bot, authenticate_widget, bot_id_of};
 use crate::body::{Empty, read_json};
@@ -118,15 +119,6 @@ pub async fn escalate(
     let escalation_id = proposed.clone();
     let bot_id = bot_id_of(bot)?;
     let now = Utc::now();
-    // Registered before publishing, so the verdict cannot slip by unseen.
-    let wait = Duration::from_millis(app.settings().http.escalate_wait_ms);
-    let waiter = match app.live() {
-        Ok(hub) if !wait.is_zero() => {
-            let id = ScopedEventId(IdSpace::System, event_id.clone());
-            Some(hub.expect_verdict(bot_id.as_str(), conversation.as_str(), &id))
-        }
-        _ => None,
-    };
     let envelope = Envelope {
         bot_id: bot_id.clone(),
         conversation_id: conversation.clone(),
@@ -141,20 +133,10 @@ pub async fn escalate(
             },
         },
     };
-    app.publish_replying(&envelope, waiter.as_ref().and_then(|w| w.queue().map(str::to_owned))).await?;
-    let decided = match waiter {
-        Some(waiter) => match waiter.wait(wait).await {
-            Some(decided) => Some(decided),
-            // The reply was lost (the hub reconnected): the event log may know.
-            None => {
-                let key = ConvKey::new(bot_id.clone(), conversation.clone());
-                verdict::recorded(&app, &key, &ScopedEventId(IdSpace::System, event_id.clone())).await
-            }
-        },
-        None => None,
-    };
-    let escalation_id = match decided {
-        Some((Verdict::Duplicate, _)) => live_escalation_id(&app, &bot_id, &conversation).await,
+    let wait = Some(Duration::from_millis(app.settings().http.escalate_wait_ms));
+    let outcome = verdict::publish_and_wait(&app, &envelope, IdSpace::System, wait).await?;
+    let escalation_id = match outcome {
+        Outcome::Decided(Verdict::Duplicate, _) => live_escalation_id(&app, &bot_id, &conversation).await,
         _ => None,
     }
     .unwrap_or(proposed);
