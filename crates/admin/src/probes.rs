@@ -10,6 +10,7 @@
 //! so they fail when the role's would: a database or broker that went away,
 //! or a network path to it that broke.
 
+use domain::report::error_chain;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -126,18 +127,6 @@ impl Probes {
 }
 
 async fn ping(store: &Store) -> Result<(), String> {
-    let client = store.client().await.map_err(|error| chain(&error))?;
-    client.batch_execute("SELECT 1").await.map_err(|error| chain(&error))
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    let client = store.client().await.map_err(|error| error_chain(&error))?;
+    client.batch_execute("SELECT 1").await.map_err(|error| error_chain(&error))
 }

@@ -15,7 +15,7 @@
 //! every outstanding delivery up to a tag (`multiple = true`), so one ack
 //! settles a whole committed batch.
 //!
-//! Stopping is [`ShardConsumer::cancel`], which closes the channel, and so
+//! Stopping is [`ShardConsumer::close`], which closes the channel, and so
 //! is dropping a consumer that was not cancelled (an aborted task, an early
 //! return): see the `Drop` impl. Either way every
 //! delivery not yet settled goes back to the queue, ahead of everything else,
@@ -255,7 +255,7 @@ impl ShardConsumer {
     ///
     /// [`Error::Amqp`] if closing failed; the broker returns the deliveries
     /// when the channel or connection goes away in any case.
-    pub async fn cancel(self) -> Result<()> {
+    pub async fn close(self) -> Result<()> {
         // `self` is dropped afterwards; `Drop` finds the channel closed.
         if !self.channel.status().connected() {
             return Ok(());
@@ -267,7 +267,7 @@ impl ShardConsumer {
     }
 }
 
-/// A consumer dropped without [`ShardConsumer::cancel`] (its task aborted,
+/// A consumer dropped without [`ShardConsumer::close`] (its task aborted,
 /// an early return) closes its channel too, never leaving a bare
 /// `basic.cancel` behind: lapin's own consumer drop sends `basic.cancel`
 /// while the channel is open, which is the reordering the module docs

@@ -1,7 +1,7 @@
 //! The crate's single error type.
 //!
 //! One enum serves topology management and publishing so callers match on one
-//! type; [`PublishError`] is the name the publishing API uses for it.
+//! type.
 
 /// Everything that can go wrong talking to RabbitMQ.
 #[derive(Debug, thiserror::Error)]
@@ -66,9 +66,6 @@ pub enum Error {
     #[error("{0}")]
     Precondition(String),
 }
-
-/// The error of [`crate::Publisher::publish`]; the same type as [`Error`].
-pub type PublishError = Error;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

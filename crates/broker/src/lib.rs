@@ -18,8 +18,7 @@
 //!   reason in their headers.
 //! - [`live`]: the live topic exchange (transient, unconfirmed fan-out of
 //!   committed widget events), its routing keys and publishing.
-//! - [`error`]: the crate's single [`Error`] type ([`PublishError`] is the
-//!   same type under the name the publishing API uses).
+//! - [`error`]: the crate's single [`Error`] type.
 //!
 //! Tests in `tests/` run against a real RabbitMQ (`AMQP_URL`, default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`).
@@ -34,7 +33,7 @@ pub mod shard;
 pub mod topology;
 
 pub use consumer::{Delivery, ShardConsumer};
-pub use error::{Error, PublishError, Result};
+pub use error::{Error, Result};
 pub use live::{
     LIVE_KEYS_PER_MESSAGE, VERDICTS_TYPE, declare_live, live_exchange, live_routing_key, publish_live,
     publish_reply,

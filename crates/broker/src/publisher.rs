@@ -3,7 +3,7 @@
 //! [`Publisher::connect`] returns at once and never fails: a background task
 //! connects, declares the topology, opens confirm-mode channels and rebuilds
 //! all of it with exponential backoff whenever it breaks. Meanwhile
-//! [`Publisher::publish`] answers [`PublishError::Unavailable`] immediately,
+//! [`Publisher::publish`] answers [`Error::Unavailable`] immediately,
 //! so the ingress can turn broker trouble into fast 503s instead of hanging.
 //!
 //! A successful `publish` means the broker confirmed the message: it is in a
@@ -13,7 +13,7 @@
 mod session;
 
 use crate::{
-    error::{Error, PublishError, Result},
+    error::{Error, Result},
     shard::shard_for,
     topology::{Topology, name},
 };
@@ -186,13 +186,13 @@ impl Publisher {
     ///
     /// # Errors
     ///
-    /// - [`PublishError::Unavailable`] at once when there is no connection.
-    /// - [`PublishError::Nacked`], [`PublishError::Returned`] from the broker.
-    /// - [`PublishError::Timeout`] when no confirm arrives in time.
-    /// - [`PublishError::Channel`] when the channel or connection broke; this
+    /// - [`Error::Unavailable`] at once when there is no connection.
+    /// - [`Error::Nacked`], [`Error::Returned`] from the broker.
+    /// - [`Error::Timeout`] when no confirm arrives in time.
+    /// - [`Error::Channel`] when the channel or connection broke; this
     ///   also triggers a reconnect.
-    /// - [`PublishError::InvalidMessage`] for a caller bug (see its docs).
-    pub async fn publish(&self, msg: &OutboundMessage) -> Result<(), PublishError> {
+    /// - [`Error::InvalidMessage`] for a caller bug (see its docs).
+    pub async fn publish(&self, msg: &OutboundMessage) -> Result<(), Error> {
         let outcome = self.try_publish(msg).await;
         if let Err(error) = &outcome {
             counter!(FAILURES_TOTAL, "reason" => error.reason()).increment(1);

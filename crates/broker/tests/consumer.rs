@@ -66,7 +66,7 @@ async fn deliveries_come_in_order_and_ack_through_settles_them() {
         assert!(got.windows(2).all(|w| w[0].tag < w[1].tag), "tags increase");
 
         consumer.ack_through(got[9].tag).await.expect("ack");
-        consumer.cancel().await.expect("cancel");
+        consumer.close().await.expect("close");
         // Acked means gone: nothing comes back after the channel closed.
         assert_eq!(message_count(&channel, &t.shard_queue(shard)).await, 0);
         let _ = connection.close(200, "OK".into()).await;
@@ -89,7 +89,7 @@ async fn unacked_deliveries_return_in_order_and_reject_dead_letters() {
         // 1–2 committed, 3 is poison, 4–6 still in flight when we stop.
         consumer.ack_through(got[1].tag).await.expect("ack");
         consumer.reject(got[2].tag).await.expect("reject");
-        consumer.cancel().await.expect("cancel");
+        consumer.close().await.expect("close");
 
         let dead = get_eventually(&channel, &t.dead_letter_queue()).await.expect("dead-lettered");
         assert_eq!(dead.delivery.data, br#"{"n":3}"#);
@@ -109,7 +109,7 @@ async fn unacked_deliveries_return_in_order_and_reject_dead_letters() {
         let last = next(&mut again).await;
         assert_eq!(numbers(std::slice::from_ref(&last)), expected(6..=6));
         again.ack_through(last.tag).await.expect("ack");
-        again.cancel().await.expect("cancel");
+        again.close().await.expect("close");
         assert_eq!(message_count(&channel, &t.shard_queue(shard)).await, 0);
         let _ = connection.close(200, "OK".into()).await;
     })
@@ -140,7 +140,7 @@ async fn a_waiting_consumer_takes_over_at_cancel_with_the_unacked_first() {
 
         // A committed 1 and stops with 2–3 unsettled: they come back first.
         a.ack_through(held[0].tag).await.expect("ack");
-        a.cancel().await.expect("cancel");
+        a.close().await.expect("close");
         let mut rest = Vec::new();
         for _ in 0..7 {
             rest.push(next(&mut b).await);
@@ -151,7 +151,7 @@ async fn a_waiting_consumer_takes_over_at_cancel_with_the_unacked_first() {
         assert!(redelivered[..2].iter().all(|r| *r), "{redelivered:?}");
         assert!(redelivered.windows(2).all(|w| w[0] || !w[1]), "returned ones come first: {redelivered:?}");
         b.ack_through(rest[6].tag).await.expect("ack");
-        b.cancel().await.expect("cancel");
+        b.close().await.expect("close");
         assert_eq!(message_count(&channel, &t.shard_queue(shard)).await, 0);
         let _ = connection_a.close(200, "OK".into()).await;
         let _ = connection_b.close(200, "OK".into()).await;
@@ -213,7 +213,7 @@ async fn an_aborted_consumer_task_closes_its_channel_so_the_unacked_come_back_fi
         assert_eq!(numbers(&all), expected(1..=8), "A's unacked come back ahead of the rest");
         assert!(all[..3].iter().all(|d| d.redelivered));
         b.ack_through(all[7].tag).await.expect("ack");
-        b.cancel().await.expect("cancel");
+        b.close().await.expect("close");
         assert_eq!(message_count(&channel, &t.shard_queue(shard)).await, 0);
         let _ = connection_a.close(200, "OK".into()).await;
         let _ = connection_b.close(200, "OK".into()).await;
@@ -236,13 +236,13 @@ async fn redeliveries_never_dead_letter_a_message() {
                 .expect("start");
             let delivery = next(&mut consumer).await;
             assert_eq!(numbers(std::slice::from_ref(&delivery)), expected(1..=1), "round {round}");
-            consumer.cancel().await.expect("close without settling");
+            consumer.close().await.expect("close without settling");
         }
         let mut consumer = ShardConsumer::start(&connection, &t, shard, 10, "survivor").await.expect("start");
         let delivery = next(&mut consumer).await;
         assert_eq!(numbers(std::slice::from_ref(&delivery)), expected(1..=1));
         consumer.ack_through(delivery.tag).await.expect("ack");
-        consumer.cancel().await.expect("cancel");
+        consumer.close().await.expect("close");
         assert_eq!(message_count(&channel, &t.dead_letter_queue()).await, 0, "nothing dead-lettered");
         let _ = connection.close(200, "OK".into()).await;
     })

@@ -2,7 +2,7 @@
 
 mod common;
 
-use broker::{PublishError, Publisher, PublisherConfig, Topology, shard_for};
+use broker::{Error, Publisher, PublisherConfig, Topology, shard_for};
 use common::{
     amqp_url, consume, header, init_tracing, message, message_count, raw, unique_topology, with_cleanup,
 };
@@ -53,7 +53,7 @@ async fn published_message_lands_in_its_shard_queue_with_properties() {
 
         publisher.shutdown().await;
         assert!(!publisher.is_connected());
-        assert!(matches!(publisher.publish(&msg).await, Err(PublishError::Unavailable)));
+        assert!(matches!(publisher.publish(&msg).await, Err(Error::Unavailable)));
         let _ = connection.close(200, "OK".into()).await;
     })
     .await;
@@ -71,14 +71,14 @@ async fn unreachable_broker_means_unavailable_immediately() {
     let started = Instant::now();
     let outcome = publisher.publish(&msg).await;
     let elapsed = started.elapsed();
-    assert!(matches!(outcome, Err(PublishError::Unavailable)), "{outcome:?}");
+    assert!(matches!(outcome, Err(Error::Unavailable)), "{outcome:?}");
     assert!(elapsed < Duration::from_millis(50), "took {elapsed:?}");
     assert!(!publisher.is_connected());
 
     // Still unavailable (and still fast) while it keeps retrying in the background.
     assert!(!publisher.wait_until_connected(Duration::from_millis(700)).await);
     let started = Instant::now();
-    assert!(matches!(publisher.publish(&msg).await, Err(PublishError::Unavailable)));
+    assert!(matches!(publisher.publish(&msg).await, Err(Error::Unavailable)));
     assert!(started.elapsed() < Duration::from_millis(50));
 
     let started = Instant::now();
@@ -106,7 +106,7 @@ async fn unroutable_message_is_reported_as_returned() {
             .expect("unbind");
 
         match publisher.publish(&msg).await {
-            Err(PublishError::Returned { reply_code, reply_text }) => {
+            Err(Error::Returned { reply_code, reply_text }) => {
                 assert_eq!(reply_code, 312, "{reply_text}");
                 assert_eq!(reply_text, "NO_ROUTE");
             }
@@ -129,14 +129,14 @@ async fn wrong_shard_is_a_caller_error() {
         let mut msg = message(&t, "bot", "conv", 1);
         msg.shard = (msg.shard + 1) % t.shards;
         let outcome = publisher.publish(&msg).await;
-        assert!(matches!(outcome, Err(PublishError::InvalidMessage(_))), "{outcome:?}");
+        assert!(matches!(outcome, Err(Error::InvalidMessage(_))), "{outcome:?}");
         msg.shard = t.shards;
         let outcome = publisher.publish(&msg).await;
-        assert!(matches!(outcome, Err(PublishError::InvalidMessage(_))), "{outcome:?}");
+        assert!(matches!(outcome, Err(Error::InvalidMessage(_))), "{outcome:?}");
         let mut msg = message(&t, "bot", "conv", 1);
         msg.event_id = "x".repeat(256);
         let outcome = publisher.publish(&msg).await;
-        assert!(matches!(outcome, Err(PublishError::InvalidMessage(_))), "{outcome:?}");
+        assert!(matches!(outcome, Err(Error::InvalidMessage(_))), "{outcome:?}");
         // Caller errors say nothing about the broker.
         assert!(publisher.is_connected());
         publisher.shutdown().await;
@@ -159,7 +159,7 @@ async fn recovers_after_the_broker_closes_its_channel() {
             .expect("delete exchange");
         let msg = message(&t, "bot", "conv-recover", 1);
         match publisher.publish(&msg).await {
-            Err(PublishError::Channel(_) | PublishError::Unavailable) => {}
+            Err(Error::Channel(_) | Error::Unavailable) => {}
             other => panic!("expected a channel error, got {other:?}"),
         }
 

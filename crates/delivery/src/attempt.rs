@@ -1,9 +1,10 @@
 //! One claimed delivery, from breaker check to settled row: each runs in its
 //! own task, so a slow endpoint only ever holds its own deliveries.
 
+use domain::report::error_chain;
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use domain::retry::{Class, Decision, GiveUp, classify};
 use domain::webhook::WebhookPayload;
 use store::{ClaimedDelivery, DeadReason, NewAttempt, Settle, SettleJob};
@@ -64,8 +65,7 @@ async fn deliver(shared: &Shared, target: &Target, delivery: &ClaimedDelivery, c
         return give_up(shared, delivery, DeadReason::NoEndpoint, None).await;
     };
     let policy = &target.policy;
-    let budget = TimeDelta::from_std(policy.budget_for(&delivery.event_type)).unwrap_or(TimeDelta::MAX);
-    let deadline = delivery.first_attempt_at.checked_add_signed(budget).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let deadline = domain::time::after(delivery.first_attempt_at, policy.budget_for(&delivery.event_type));
 
     // Wait for a request slot of the endpoint, unless shutting down: then the
     // claim is handed back for another dispatcher.
@@ -224,16 +224,4 @@ async fn settle(
         run_started_at: Some(delivery.first_attempt_at),
     };
     shared.settler.settle(job).await
-}
-
-/// An error with its sources, for one log field.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::attempt::{self, error_chain};
+use domain::report::error_chain;
+
+use crate::attempt;
 use crate::client::WebhookClient;
 use crate::error::Result;
 use crate::settler::Settler;

@@ -16,7 +16,7 @@ pub enum Error {
     Store(#[from] store::Error),
     /// The `escalateUndeliverable` command was not confirmed by the broker.
     #[error("publishing escalateUndeliverable")]
-    Publish(#[from] broker::PublishError),
+    Publish(#[from] broker::Error),
     /// No broker publisher is configured, so the notice cannot be sent.
     #[error("no broker publisher to send escalateUndeliverable")]
     NoPublisher,

@@ -11,7 +11,7 @@ use store::{SettleJob, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
-use crate::attempt::error_chain;
+use domain::report::error_chain;
 
 /// Settlements written in one transaction at most.
 const MAX_BATCH: usize = 512;

@@ -20,6 +20,8 @@
 //! - [`live`]: [`live::LiveUpdate`], a committed batch's news for live subscribers.
 //! - [`retry`]: webhook retry policy: backoff, jitter, `Retry-After`, budgets,
 //!   and the final/retryable classification of attempt outcomes.
+//! - [`time`]: instants after a duration, saturating.
+//! - [`report`]: an error and its sources on one line.
 
 pub mod agent_event;
 pub mod display;
@@ -27,7 +29,9 @@ pub mod envelope;
 pub mod ids;
 pub mod live;
 pub mod machine;
+pub mod report;
 pub mod retry;
+pub mod time;
 pub mod validation;
 pub mod webhook;
 pub mod widget;

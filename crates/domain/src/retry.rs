@@ -3,7 +3,7 @@
 //! clamp, and a time budget per event type after which a delivery is
 //! dead-lettered. Pure: the caller passes the time and the random sample.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -159,8 +159,8 @@ impl RetryPolicy {
                     Some(asked) => self.clamp_retry_after(asked),
                     None => self.backoff(attempts, sample),
                 };
-                let next = add(now, delay);
-                let deadline = add(first_attempt_at, self.budget_for(event_type));
+                let next = crate::time::after(now, delay);
+                let deadline = crate::time::after(first_attempt_at, self.budget_for(event_type));
                 // A final attempt is made at the deadline: a retry (or a
                 // `Retry-After`) that would fall past it is moved to it, and
                 // only an attempt at or after the deadline that fails gives up.
@@ -183,8 +183,4 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     }
     let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
-fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(d).ok().and_then(|d| t.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

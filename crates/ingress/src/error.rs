@@ -10,7 +10,6 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use broker::PublishError;
 use domain::{FieldCode, ValidationErrors};
 use serde_json::json;
 
@@ -43,7 +42,7 @@ pub enum ApiError {
     /// The broker did not confirm the publish; the event may or may not be
     /// stored, so the caller must retry (with the same event id).
     #[error("broker unavailable: {0}")]
-    BrokerUnavailable(#[source] PublishError),
+    BrokerUnavailable(#[source] broker::Error),
     /// No such route.
     #[error("not found")]
     NotFound,
@@ -79,9 +78,9 @@ impl ApiError {
     /// A failed publish, logged here with its reason. Caller bugs (a message
     /// the publisher refuses as such) are 500s; everything else means "not
     /// known to be stored" and is a 503 the caller retries.
-    pub fn broker(error: PublishError) -> Self {
+    pub fn broker(error: broker::Error) -> Self {
         match error {
-            PublishError::InvalidMessage(_) | PublishError::InvalidName(_) => {
+            broker::Error::InvalidMessage(_) | broker::Error::InvalidName(_) => {
                 ApiError::internal(format!("publisher refused the message: {error}"))
             }
             error => {
@@ -230,7 +229,7 @@ mod tests {
             (ApiError::UnsupportedMediaType, 415, "unsupported_media_type"),
             (ApiError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
             (ApiError::RateLimited { retry_after_secs: 2 }, 429, "rate_limited"),
-            (ApiError::BrokerUnavailable(PublishError::Unavailable), 503, "broker_unavailable"),
+            (ApiError::BrokerUnavailable(broker::Error::Unavailable), 503, "broker_unavailable"),
             (ApiError::NotFound, 404, "not_found"),
             (ApiError::UnknownConversation, 404, "unknown_conversation"),
             (ApiError::UnknownEvent, 404, "unknown_event"),
@@ -248,15 +247,15 @@ mod tests {
     fn headers_of_429_and_503() {
         let r = ApiError::RateLimited { retry_after_secs: 3 }.into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "3");
-        let r = ApiError::BrokerUnavailable(PublishError::Timeout).into_response();
+        let r = ApiError::BrokerUnavailable(broker::Error::Timeout).into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]
     fn caller_bugs_are_500_not_503() {
-        let e = ApiError::broker(PublishError::InvalidMessage("x".into()));
+        let e = ApiError::broker(broker::Error::InvalidMessage("x".into()));
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let e = ApiError::broker(PublishError::Nacked);
+        let e = ApiError::broker(broker::Error::Nacked);
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -83,8 +83,7 @@ impl WidgetTokens {
 
     /// A token for `conversation` of `bot`, valid from `now` for the configured ttl.
     pub fn issue(&self, bot: &BotId, conversation: &ConversationId, now: DateTime<Utc>) -> IssuedToken {
-        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
-        let expires_at = now.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let expires_at = domain::time::after(now, self.ttl);
         let claims = WidgetClaims {
             bot: bot.to_string(),
             conv: conversation.to_string(),

@@ -13,6 +13,7 @@
 //! (at-least-once). No statement here reads more rows than a small multiple of
 //! what it returns, whatever the planner's statistics (`tests/plans.rs`).
 
+use domain::report::error_chain;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -359,12 +360,6 @@ impl Store {
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
-}
-
-/// An error with its sources, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let chain = std::iter::successors(Some(error), |error| error.source());
-    chain.map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 #[cfg(test)]

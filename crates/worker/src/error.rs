@@ -29,26 +29,10 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// `error` with its sources, `outer: inner: innermost`, for one log field:
-/// the store's and lapin's top-level messages alone do not say what broke.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some wrappers repeat their source's message; say it once.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use domain::report::error_chain;
 
     #[test]
     fn chain_lists_sources_once() {
@@ -57,7 +41,7 @@ mod tests {
             context: "basic.ack on q".to_owned(),
             source: lapin::Error::from(lapin::ErrorKind::IOError(std::sync::Arc::new(inner))),
         });
-        let text = chain(&error);
+        let text = error_chain(&error);
         assert!(text.starts_with("broker: basic.ack on q"), "{text}");
         assert!(text.contains("connection reset"), "{text}");
     }

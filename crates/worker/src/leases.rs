@@ -44,7 +44,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use crate::error::{Result, chain};
+use domain::report::error_chain;
+
+use crate::error::Result;
 use crate::metrics::SHARDS_HELD;
 use crate::shard::ShardTask;
 use crate::worker::Context;
@@ -76,7 +78,7 @@ pub(crate) async fn run_leases(
                     Ok(Ok(())) => {}
                     // The shards keep running until the countdown ends.
                     Ok(Err(error)) => {
-                        warn!(error = %chain(&error), "lease round failed; retrying on the next tick")
+                        warn!(error = %error_chain(&error), "lease round failed; retrying on the next tick")
                     }
                     Err(_elapsed) => warn!(?budget, "lease round did not finish; retrying on the next tick"),
                 }
@@ -161,7 +163,7 @@ impl Leases {
         self.stopping.spawn(
             async move {
                 if let Err(error) = task.stop_now().await {
-                    warn!(shard, error = %chain(&error), "shard stopped with an error");
+                    warn!(shard, error = %error_chain(&error), "shard stopped with an error");
                 }
             }
             .in_current_span(),
@@ -281,7 +283,7 @@ impl Leases {
                 }
                 Some(task) => {
                     if let Err(error) = task.outcome().await {
-                        warn!(shard, error = %chain(&error), "restarting a shard that stopped on an error");
+                        warn!(shard, error = %error_chain(&error), "restarting a shard that stopped on an error");
                     }
                     self.tasks.insert(shard, ShardTask::spawn(self.ctx.clone(), shard, epoch));
                 }
@@ -318,13 +320,13 @@ impl Leases {
                     None => Ok(()),
                 };
                 if let Err(error) = stopped {
-                    warn!(shard, error = %chain(&error), "shard stopped with an error");
+                    warn!(shard, error = %error_chain(&error), "shard stopped with an error");
                 }
                 match ctx.control.release_lease(&ctx.config.worker_id, shard).await {
                     Ok(true) => info!(shard, "lease released"),
                     Ok(false) => info!(shard, "lease was already gone"),
                     Err(error) => {
-                        warn!(shard, error = %chain(&error), "releasing the lease failed; it expires")
+                        warn!(shard, error = %error_chain(&error), "releasing the lease failed; it expires")
                     }
                 }
                 shard
@@ -369,7 +371,7 @@ impl Leases {
             let shard = task.shard();
             async move {
                 if let Err(error) = task.stop_draining(deadline).await {
-                    warn!(shard, error = %chain(&error), "shard stopped with an error");
+                    warn!(shard, error = %error_chain(&error), "shard stopped with an error");
                 }
             }
         });
@@ -379,10 +381,10 @@ impl Leases {
         let (id, store) = (&self.ctx.config.worker_id, &self.ctx.control);
         match store.release_all(id).await {
             Ok(shards) => info!(shards = ?shards, "leases released on shutdown"),
-            Err(error) => warn!(error = %chain(&error), "releasing leases failed; they expire"),
+            Err(error) => warn!(error = %error_chain(&error), "releasing leases failed; they expire"),
         }
         if let Err(error) = store.deregister_worker(id).await {
-            warn!(error = %chain(&error), "deregistering failed; the heartbeat goes stale");
+            warn!(error = %error_chain(&error), "deregistering failed; the heartbeat goes stale");
         }
     }
 }

@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::batch::{BatchOutcome, apply_fenced};
-use crate::error::{Result, chain};
+use domain::report::error_chain;
+
+use crate::error::Result;
 use crate::metrics::{BATCH_SIZE, COMMIT_SECONDS, DEAD_LETTERED_TOTAL, EVENTS_TOTAL, STORE_RETRIES_TOTAL};
 use crate::worker::Context;
 use store::LeaseFence;
@@ -181,7 +183,7 @@ async fn apply_with_retries(
                     attempt,
                     batch = envelopes.len(),
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    error = %chain(&problem),
+                    error = %error_chain(&problem),
                     "store unavailable; retrying the batch (nothing acked)"
                 );
                 tokio::select! {
@@ -189,8 +191,8 @@ async fn apply_with_retries(
                     () = abort.cancelled() => return Applied::Aborted,
                 }
             }
-            Err(problem @ store::Error::LeaseLost { .. }) => return Applied::Fenced(chain(&problem)),
-            Err(problem) => return Applied::Refused(chain(&problem)),
+            Err(problem @ store::Error::LeaseLost { .. }) => return Applied::Fenced(error_chain(&problem)),
+            Err(problem) => return Applied::Refused(error_chain(&problem)),
         }
     }
 }

@@ -33,7 +33,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error_span, info, warn};
 
-use crate::error::{Error, Result, chain};
+use domain::report::error_chain;
+
+use crate::error::{Error, Result};
 use crate::process::{Settled, settle_batch};
 use crate::worker::Context;
 
@@ -146,15 +148,15 @@ async fn run(
     info!(queue = consumer.queue(), epoch = fence.epoch, "shard started");
     let outcome = consume(&ctx, &mut consumer, &fence, &drain, &now).await;
     consuming.store(false, Ordering::Relaxed);
-    if let Err(error) = consumer.cancel().await {
+    if let Err(error) = consumer.close().await {
         // The broker returns unacked deliveries when the channel goes away,
         // however it goes.
-        warn!(error = %chain(&error), "closing the shard's channel failed");
+        warn!(error = %error_chain(&error), "closing the shard's channel failed");
     }
     match &outcome {
         Ok(()) => info!("shard stopped"),
         Err(error) => {
-            warn!(error = %chain(error), "shard stopped on an error; it restarts on the next lease tick")
+            warn!(error = %error_chain(error), "shard stopped on an error; it restarts on the next lease tick")
         }
     }
     outcome

@@ -21,7 +21,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::error::{Result, chain};
+use domain::report::error_chain;
+
+use crate::error::Result;
 use crate::metrics::TIMERS_FIRED_TOTAL;
 use crate::worker::Context;
 
@@ -72,7 +74,7 @@ pub(crate) async fn run_timers(ctx: Arc<Context>, publisher: Arc<Publisher>, shu
                 Err(error) => {
                     // One line per outage, not one per poll.
                     if !failing {
-                        warn!(error = %chain(&error), "firing timers failed; retrying every poll");
+                        warn!(error = %error_chain(&error), "firing timers failed; retrying every poll");
                         failing = true;
                     }
                     break;
@@ -96,7 +98,7 @@ async fn fire_due(ctx: &Context, publisher: &Publisher) -> Result<usize> {
         due.iter().map(|timer| fired_envelope(timer, now).map(|e| outbound_message(&e, shards))).collect();
     let published = futures::future::join_all(messages.iter().map(|message| async move {
         match message {
-            Some(message) => publisher.publish(message).await.map_err(|error| chain(&error)),
+            Some(message) => publisher.publish(message).await.map_err(|error| error_chain(&error)),
             None => Err("its event id would be invalid".to_owned()),
         }
     }))

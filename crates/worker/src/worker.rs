@@ -169,7 +169,7 @@ async fn wait_for_database(ctx: &Context, shutdown: &CancellationToken) -> Resul
                 warn!(
                     attempt,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    error = %crate::error::chain(&error),
+                    error = %domain::report::error_chain(&error),
                     "PostgreSQL is unreachable; waiting for it before taking any shard"
                 );
             }

@@ -1,7 +1,7 @@
 //! The transitions of docs/protocol.md §5. Every arm of the table is one `match` arm in
 //! [`agent`]; the bot, visitor and timer inputs follow.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use super::{
@@ -296,7 +296,7 @@ impl Builder {
     }
 
     fn set_timer(&mut self, kind: TimerKind, after: Duration) {
-        let at = deadline(self.now, after);
+        let at = crate::time::after(self.now, after);
         let esc = self.live_mut();
         esc.timers.insert(kind, at);
         let escalation_id = esc.id.clone();
@@ -352,11 +352,4 @@ impl Builder {
     fn finish(self, verdict: Verdict) -> Transition {
         Transition { next: self.next, verdict, effects: self.effects }
     }
-}
-
-fn deadline(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(after)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
