@@ -68,31 +68,10 @@ pub fn parse_time(field: &str, value: &str, now: DateTime<Utc>) -> OpsResult<Dat
     })
 }
 
+/// `90s`, `30m`, `2h`, `7d`, `1w`, `1h30m` (humantime's units; a number
+/// without a unit is ambiguous and refused).
 fn parse_duration(value: &str) -> Option<TimeDelta> {
-    if value.is_empty() {
-        return None;
-    }
-    let mut total = TimeDelta::zero();
-    let mut digits = String::new();
-    for c in value.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: i64 = digits.parse().ok()?;
-        digits.clear();
-        let unit = match c {
-            's' => TimeDelta::try_seconds(n)?,
-            'm' => TimeDelta::try_minutes(n)?,
-            'h' => TimeDelta::try_hours(n)?,
-            'd' => TimeDelta::try_days(n)?,
-            'w' => TimeDelta::try_weeks(n)?,
-            _ => return None,
-        };
-        total = total.checked_add(&unit)?;
-    }
-    // A trailing number without a unit is ambiguous.
-    digits.is_empty().then_some(total)
+    TimeDelta::from_std(humantime::parse_duration(value).ok()?).ok()
 }
 
 /// Seconds precision, `Z`.
