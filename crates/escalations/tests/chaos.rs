@@ -7,6 +7,9 @@
 //! 0 valid events dead-lettered, and no answer but 200 or 503 to a valid
 //! request (docs/protocol.md §6; docs/reliability.md lists the figures).
 //!
+//! One scenario SIGKILLs an ingress under its live widget streams: each
+//! must resume on the other ingress with every event once, in order.
+//!
 //! Restarts touch only private nodes (`support/nodes.rs`): a RabbitMQ node
 //! and a PostgreSQL cluster started for the scenario and removed after it,
 //! never the machine's services, which other tests use meanwhile.
@@ -126,6 +129,37 @@ async fn a_webhook_endpoint_failing_then_recovering_gets_everything_in_order() {
     run.faults.push(format!("endpoint answered 500 for 8 s ({refused} requests refused)"));
     let report = run.finish().await;
     assert!(refused > 0, "the dispatcher tried the failing endpoint");
+    report.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widget_stream_resumes_on_the_other_ingress_when_its_own_is_sigkilled() {
+    let _serial = SERIAL.lock().await;
+    let sink = Sink::start().await;
+    // Every live stream opens on ingress 0 (a follower's first attempt) and
+    // stays there until it breaks; then it reconnects to ingress 1 with
+    // `Last-Event-ID` (docs/protocol.md §3.3).
+    let mut run = Run::start("ingress-sigkill", sink.clone(), layout(&sink, 3000), PACE, false).await;
+    run.load_for(Duration::from_secs(4)).await;
+    let killed = Instant::now();
+    run.deployment.kill_ingress(0);
+    // Agent and visitor messages keep coming (each client moves to ingress 1
+    // once ingress 0 refuses it); ingress 0 is not started again.
+    run.load_for(Duration::from_secs(6)).await;
+    let (ok, _) = run.clients.tally.answered_between(killed, Instant::now());
+    run.faults.push(format!("ingress 0 SIGKILLed mid-stream, not restarted; {ok} × 200 after the kill"));
+    let report = run.finish().await;
+    assert!(ok > 0, "events kept flowing after the kill");
+    assert_eq!(
+        report.streams_switched, report.conversations,
+        "every live stream broke on the killed ingress and resumed on the other: {report:#?}"
+    );
+    assert!(
+        report.live_by_ingress.len() == 2 && report.live_by_ingress.iter().all(|&n| n > 0),
+        "live events came from both ingress: {:?}",
+        report.live_by_ingress
+    );
+    // Exactly once, in order, no gap, on the live streams (and read again).
     report.assert_clean();
 }
 

@@ -261,6 +261,25 @@ impl Deployment {
         let _ = child.wait();
     }
 
+    /// SIGKILLs the process serving [`ingress`](Self::ingress)`[index]` (no
+    /// goodbye: its streams and requests in flight break). Its address stays
+    /// in the list, refusing connections, as a dead instance behind a
+    /// balancer would.
+    pub fn kill_ingress(&mut self, index: usize) {
+        let bind = self.ingress[index].trim_start_matches("http://").to_owned();
+        let position = self
+            .children
+            .iter()
+            .position(|(role, _, launch)| {
+                role == "ingress"
+                    && launch.env.iter().any(|(k, v)| k == "ESCALATIONS__HTTP__BIND" && *v == bind)
+            })
+            .expect("no such ingress");
+        let (_, mut child, _) = self.children.remove(position);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Starts one more worker with `config` without waiting for it.
     pub fn spawn_worker(&mut self, config: &str) {
         self.spawn("worker", config, &[]);
