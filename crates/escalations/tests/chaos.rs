@@ -8,7 +8,9 @@
 //! request (docs/protocol.md §6; docs/reliability.md lists the figures).
 //!
 //! One scenario SIGKILLs an ingress under its live widget streams: each
-//! must resume on the other ingress with every event once, in order.
+//! must resume on the other ingress with every event once, in order. One
+//! cuts the network links of every process to both services
+//! (`support/netcut.rs`), leaving the services running.
 //!
 //! Restarts touch only private nodes (`support/nodes.rs`): a RabbitMQ node
 //! and a PostgreSQL cluster started for the scenario and removed after it,
@@ -18,6 +20,8 @@
 
 #[path = "support/deployment.rs"]
 mod deployment;
+#[path = "support/netcut.rs"]
+mod netcut;
 #[path = "support/nodes.rs"]
 mod nodes;
 #[path = "support/scenario.rs"]
@@ -28,6 +32,7 @@ mod workload;
 use std::time::{Duration, Instant};
 
 use deployment::Sink;
+use netcut::{Proxy, target_of, through};
 use nodes::{PrivatePostgres, PrivateRabbit};
 use scenario::{Run, layout};
 
@@ -111,6 +116,42 @@ async fn a_postgresql_restart_longer_than_the_lease_ttl_loses_nothing() {
     ));
     let report = run.finish().await;
     drop(postgres);
+    report.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_from_both_services_loses_nothing_and_the_ingress_answers_503_meanwhile() {
+    let _serial = SERIAL.lock().await;
+    // Every process reaches RabbitMQ and PostgreSQL through a proxy of this
+    // test's; cutting both drops every connection and refuses new ones, as a
+    // broken link would, while the services themselves keep running.
+    let (amqp, pg) = (deployment::amqp_url(), deployment::database_url());
+    let rabbitmq = Proxy::start(target_of(&amqp)).await;
+    let postgres = Proxy::start(target_of(&pg)).await;
+    let sink = Sink::start().await;
+    let mut layout = layout(&sink, 3000);
+    layout.amqp_url = Some(through(&amqp, rabbitmq.addr.port()));
+    layout.database_url = Some(through(&pg, postgres.addr.port()));
+    let mut run = Run::start("network-cut", sink.clone(), layout, PACE, false).await;
+    run.load_for(Duration::from_secs(4)).await;
+    rabbitmq.cut();
+    postgres.cut();
+    let cut = Instant::now();
+    run.load_for(Duration::from_secs(6)).await;
+    let restoring = Instant::now();
+    rabbitmq.restore().await;
+    postgres.restore().await;
+    // While cut off, nothing can be confirmed: no 200.
+    let (ok, unavailable) = run.clients.tally.answered_between(cut + Duration::from_millis(500), restoring);
+    run.deployment.wait_for_shards().await;
+    run.load_for(Duration::from_secs(6)).await;
+    run.faults.push(format!(
+        "RabbitMQ and PostgreSQL links cut {:.1} s (lease TTL 3 s); while cut: {ok} × 200, {unavailable} × 503",
+        (restoring - cut).as_secs_f64()
+    ));
+    let report = run.finish().await;
+    assert_eq!(ok, 0, "no 200 while the broker was out of reach");
+    assert!(unavailable > 0, "the ingress answered 503 while the broker was out of reach");
     report.assert_clean();
 }
 
