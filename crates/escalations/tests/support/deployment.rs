@@ -280,6 +280,19 @@ impl Deployment {
         let _ = child.wait();
     }
 
+    /// Starts one more ingress process, with `env` on top of the
+    /// deployment's (another broker URL, say), without waiting for it to be
+    /// ready; returns its base URL, also added to [`ingress`](Self::ingress).
+    pub fn spawn_ingress(&mut self, env: &[(&str, &str)]) -> String {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let mut env = env.to_vec();
+        env.push(("ESCALATIONS__HTTP__BIND", &bind));
+        self.spawn("ingress", "ingress.toml", &env);
+        let base = format!("http://{bind}");
+        self.ingress.push(base.clone());
+        base
+    }
+
     /// Starts one more worker with `config` without waiting for it.
     pub fn spawn_worker(&mut self, config: &str) {
         self.spawn("worker", config, &[]);
