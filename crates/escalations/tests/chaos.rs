@@ -16,7 +16,7 @@
 //! and a PostgreSQL cluster started for the scenario and removed after it,
 //! never the machine's services, which other tests use meanwhile.
 //! Scenarios run one at a time (they share 2 cores); the binary takes about
-//! 3–5 minutes.
+//! 5–6 minutes.
 
 #[path = "support/deployment.rs"]
 mod deployment;
