@@ -1,53 +1,30 @@
 //! RabbitMQ stopped under a running ingress: requests get a fast `503` with
 //! `Retry-After` and `/readyz` says not ready; once RabbitMQ is back the same
 //! ingress (no restart) answers `200` again, and every event that got a `200`
-//! is in its queue.
+//! is in its queue, in order.
 //!
-//! This stops the broker for everyone, so it lives in its own test binary
-//! (test binaries run one after another) and holds a single test. The broker
-//! is restarted by a drop guard whatever happens.
+//! The broker stopped is a private node of the test's own
+//! ([`PrivateRabbit`]: own name, ports, cookie and folders, removed when
+//! dropped, also while a failed test unwinds), never the machine's RabbitMQ,
+//! which other tests use meanwhile. The harness is the chaos scenarios'
+//! (`crates/escalations/tests/support/nodes.rs`), included by path.
 
 mod common;
+#[path = "../../escalations/tests/support/nodes.rs"]
+mod nodes;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use nodes::PrivateRabbit;
 use serde_json::json;
-
-/// Runs `rabbitmqctl start_app` and `await_startup` when dropped.
-struct RestoreBroker;
-
-impl Drop for RestoreBroker {
-    fn drop(&mut self) {
-        rabbitmqctl(&["start_app"]);
-        rabbitmqctl(&["await_startup", "--timeout", "120"]);
-    }
-}
-
-fn rabbitmqctl(args: &[&str]) -> bool {
-    match Command::new("rabbitmqctl").args(args).output() {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            eprintln!("rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-            false
-        }
-        Err(error) => {
-            eprintln!("cannot run rabbitmqctl {args:?}: {error}");
-            false
-        }
-    }
-}
-
-async fn rabbitmqctl_async(args: &'static [&'static str]) -> bool {
-    tokio::task::spawn_blocking(move || rabbitmqctl(args)).await.expect("rabbitmqctl task")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_get_503_while_the_broker_is_down_and_200_after_it_is_back() {
-    // Declared before the guard so it drops after it: the topology is
-    // deleted once the broker is back.
-    let mut app = TestApp::start().await;
+    // Declared first so it drops last: the app's connections and topology
+    // cleanup go before the node is stopped and removed.
+    let mut rabbit = tokio::task::block_in_place(PrivateRabbit::start);
+    let mut app = TestApp::start_with(test_settings_on(&rabbit.url())).await;
     let (addr, _server) = app.serve().await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client");
     let send = |i: usize| {
@@ -62,29 +39,19 @@ async fn requests_get_503_while_the_broker_is_down_and_200_after_it_is_back() {
     assert_eq!(reply.status(), 200);
     accepted.push("outage-0".to_owned());
 
-    let _restore = RestoreBroker;
-    assert!(rabbitmqctl_async(&["stop_app"]).await, "rabbitmqctl stop_app");
+    // The whole node goes: every connection is closed, as in a crash or an
+    // upgrade.
+    tokio::task::block_in_place(|| rabbit.stop());
 
-    // The publisher notices within a moment; from then on every request is a
-    // fast 503. (One in flight at the very moment of the stop may also get
-    // a 503 after the confirm timeout.)
-    let mut i = 1;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let reply = send(i).await.expect("the ingress still answers");
-        i += 1;
-        match reply.status().as_u16() {
-            200 => accepted.push(format!("outage-{}", i - 1)),
-            503 => {
-                assert_eq!(reply.headers()["retry-after"], "1");
-                let body: serde_json::Value = reply.json().await.expect("JSON body");
-                assert_eq!(body["error"], "broker_unavailable");
-                break;
-            }
-            other => panic!("unexpected status {other}"),
-        }
-        assert!(Instant::now() < deadline, "no 503 within 30 s of stop_app");
-    }
+    // The node is gone, so nothing can be confirmed: the first request is a
+    // 503 already (the publisher may need a moment, up to the confirm
+    // timeout, to notice), and so is every later one, fast.
+    let reply = send(1).await.expect("the ingress still answers");
+    assert_eq!(reply.status(), 503, "a request while the broker is stopped");
+    assert_eq!(reply.headers()["retry-after"], "1");
+    let body: serde_json::Value = reply.json().await.expect("JSON body");
+    assert_eq!(body["error"], "broker_unavailable");
+    let mut i = 2;
     for _ in 0..5 {
         let started = Instant::now();
         let reply = send(i).await.expect("request");
@@ -94,8 +61,8 @@ async fn requests_get_503_while_the_broker_is_down_and_200_after_it_is_back() {
     }
     assert_eq!(ready().await.expect("readyz").status(), 503);
 
-    assert!(rabbitmqctl_async(&["start_app"]).await, "rabbitmqctl start_app");
-    assert!(rabbitmqctl_async(&["await_startup", "--timeout", "120"]).await);
+    // Same node (its durable queues and their messages), started again.
+    tokio::task::block_in_place(|| rabbit.start_again());
 
     // Same ingress, no restart: the publisher reconnects by itself.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -110,7 +77,7 @@ async fn requests_get_503_while_the_broker_is_down_and_200_after_it_is_back() {
             503 => {}
             other => panic!("unexpected status {other}"),
         }
-        assert!(Instant::now() < deadline, "no 200 within 90 s of start_app");
+        assert!(Instant::now() < deadline, "no 200 within 90 s of the start");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for _ in 0..3 {
@@ -138,4 +105,6 @@ async fn requests_get_503_while_the_broker_is_down_and_200_after_it_is_back() {
         let offset = found.unwrap_or_else(|| panic!("{id} got a 200 but is not in order in {stored:?}"));
         position += offset + 1;
     }
+    drop(app);
+    drop(rabbit);
 }

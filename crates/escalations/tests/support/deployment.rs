@@ -261,6 +261,38 @@ impl Deployment {
         let _ = child.wait();
     }
 
+    /// SIGKILLs the process serving [`ingress`](Self::ingress)`[index]` (no
+    /// goodbye: its streams and requests in flight break). Its address stays
+    /// in the list, refusing connections, as a dead instance behind a
+    /// balancer would.
+    pub fn kill_ingress(&mut self, index: usize) {
+        let bind = self.ingress[index].trim_start_matches("http://").to_owned();
+        let position = self
+            .children
+            .iter()
+            .position(|(role, _, launch)| {
+                role == "ingress"
+                    && launch.env.iter().any(|(k, v)| k == "ESCALATIONS__HTTP__BIND" && *v == bind)
+            })
+            .expect("no such ingress");
+        let (_, mut child, _) = self.children.remove(position);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts one more ingress process, with `env` on top of the
+    /// deployment's (another broker URL, say), without waiting for it to be
+    /// ready; returns its base URL, also added to [`ingress`](Self::ingress).
+    pub fn spawn_ingress(&mut self, env: &[(&str, &str)]) -> String {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let mut env = env.to_vec();
+        env.push(("ESCALATIONS__HTTP__BIND", &bind));
+        self.spawn("ingress", "ingress.toml", &env);
+        let base = format!("http://{bind}");
+        self.ingress.push(base.clone());
+        base
+    }
+
     /// Starts one more worker with `config` without waiting for it.
     pub fn spawn_worker(&mut self, config: &str) {
         self.spawn("worker", config, &[]);

@@ -11,6 +11,11 @@
 //! beside the machine's node (a cluster test can start more).
 //! When the test runs as root, the servers run as `rabbitmq` and `postgres`
 //! (PostgreSQL refuses root); otherwise as the current user.
+//!
+//! Used by the chaos scenarios (`tests/chaos.rs`) and, included by path, by
+//! `crates/ingress/tests/broker_outage.rs`: it needs only `std` and `uuid`,
+//! so any test crate with `uuid` can include it
+//! (`#[path = "…/escalations/tests/support/nodes.rs"] mod nodes;`).
 
 #![allow(dead_code)]
 

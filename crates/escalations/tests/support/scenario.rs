@@ -158,6 +158,18 @@ impl Run {
             let live = follower.stop();
             report.stream_reconnects += follower.reconnects.load(Ordering::Relaxed);
             report.widget_live += live.len();
+            report.live_sequence_gaps +=
+                live.iter().enumerate().filter(|(i, e)| e.sequence != *i as u64 + 1).count();
+            for event in &live {
+                if report.live_by_ingress.len() <= event.source {
+                    report.live_by_ingress.resize(event.source + 1, 0);
+                }
+                report.live_by_ingress[event.source] += 1;
+            }
+            let first = live.first().map(|e| e.source);
+            if live.iter().any(|e| Some(e.source) != first) {
+                report.streams_switched += 1;
+            }
             report.widget_live_diff += compare(&conversation.widget, &labels(&live));
             let again = read_stream(&self.deployment.ingress, conversation, Duration::from_secs(20)).await;
             report.widget_final += again.len();
@@ -260,6 +272,13 @@ pub struct Report {
     pub widget_live: usize,
     pub widget_final: usize,
     pub stream_reconnects: usize,
+    /// Live events carried by each ingress (by index).
+    pub live_by_ingress: Vec<usize>,
+    /// Conversations whose live stream carried events from more than one
+    /// ingress (it broke on one and resumed on another).
+    pub streams_switched: usize,
+    /// Live events whose sequence is not the next one (a gap or a repeat).
+    pub live_sequence_gaps: usize,
     pub widget_live_diff: Diff,
     pub widget_final_diff: Diff,
     pub sequence_gaps: usize,
@@ -284,6 +303,7 @@ impl Report {
             && self.widget_final_diff == none
             && self.webhook_diff == none
             && self.sequence_gaps == 0
+            && self.live_sequence_gaps == 0
             && self.webhook_sequence_breaks == 0
             && self.unsigned == 0
             && self.dead_events == 0
@@ -317,11 +337,14 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  widget events: {} due; live streams {} ({} reconnects), (lost, reordered, duplicated, unexpected) = {:?}; read again {} {:?}, {} sequence gaps",
+            "  widget events: {} due; live streams {} (by ingress {:?}; {} reconnects, {} streams moved to another ingress), (lost, reordered, duplicated, unexpected) = {:?}, {} sequence gaps; read again {} {:?}, {} sequence gaps",
             self.widget_due,
             self.widget_live,
+            self.live_by_ingress,
             self.stream_reconnects,
+            self.streams_switched,
             total(&self.widget_live_diff),
+            self.live_sequence_gaps,
             self.widget_final,
             total(&self.widget_final_diff),
             self.sequence_gaps

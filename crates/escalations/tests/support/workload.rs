@@ -241,6 +241,8 @@ pub struct WidgetEvent {
     pub sequence: u64,
     /// `event`, or `message:<text>` for a message.
     pub label: String,
+    /// The ingress (its index) whose stream carried it.
+    pub source: usize,
 }
 
 /// A conversation's widget stream, followed until stopped: it reconnects
@@ -300,7 +302,8 @@ async fn follow(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let last = events.lock().unwrap_or_else(PoisonError::into_inner).last().map_or(0, |e| e.sequence);
-        let base = &ingress[attempt % ingress.len()];
+        let source = attempt % ingress.len();
+        let base = &ingress[source];
         let request = http
             .get(format!("{base}/widget/v1/conversations/{conversation}/events"))
             .bearer_auth(&token)
@@ -326,10 +329,11 @@ async fn follow(
                     if let (Some(sequence), Some(event)) = (fields.0, fields.1.take()) {
                         let text = fields.2.as_ref().and_then(|d| d["text"].as_str()).unwrap_or_default();
                         let label = if event == "message" { format!("message:{text}") } else { event };
-                        events
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(WidgetEvent { sequence, label });
+                        events.lock().unwrap_or_else(PoisonError::into_inner).push(WidgetEvent {
+                            sequence,
+                            label,
+                            source,
+                        });
                     }
                     fields = (None, None, None);
                 }

@@ -1,7 +1,9 @@
 //! Test support: an ingress wired to the real RabbitMQ (`AMQP_URL`, default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`) under a queue prefix of its own,
 //! `t-{uuid}`, whose topology is deleted when the [`TestApp`] is dropped, even
-//! if the test panicked.
+//! if the test panicked. A test that stops its broker runs on a private node
+//! instead (`TestApp::start_with(test_settings_on(url))`, see
+//! `tests/broker_outage.rs`).
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
@@ -44,8 +46,14 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
-/// Validated settings with a fresh prefix.
+/// Validated settings with a fresh prefix, on the machine's broker.
 pub fn test_settings() -> Settings {
+    test_settings_on(&amqp_url())
+}
+
+/// Validated settings with a fresh prefix, on the broker at `url` (a
+/// private node's, for a test that stops it).
+pub fn test_settings_on(url: &str) -> Settings {
     let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
     let toml = format!(
         r#"
@@ -78,7 +86,6 @@ pub fn test_settings() -> Settings {
         api_keys = ["{SLOW_KEY}"]
         overrides = {{ rate_limit_per_sec = 1, rate_limit_burst = 2 }}
         "#,
-        url = amqp_url(),
     );
     Settings::from_sources(Some(&toml), Vec::new()).expect("test settings are valid")
 }
@@ -93,7 +100,7 @@ pub struct TestApp {
     pub connection: Connection,
     pub channel: lapin::Channel,
     consumers: tokio::sync::Mutex<HashMap<u16, (lapin::Channel, lapin::Consumer)>>,
-    _cleanup: TopologyGuard,
+    _cleanup: TopologyCleanup,
 }
 
 impl TestApp {
@@ -107,10 +114,11 @@ impl TestApp {
         let publisher = Arc::new(Publisher::connect(config));
         assert!(publisher.wait_until_connected(Duration::from_secs(30)).await, "publisher connects");
         let router = router(AppState::new(settings.clone(), publisher.clone()));
-        let connection =
-            Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("test connection");
+        let connection = Connection::connect(&settings.broker.url, ConnectionProperties::default())
+            .await
+            .expect("test connection");
         let channel = connection.create_channel().await.expect("test channel");
-        let _cleanup = TopologyGuard(topology.clone());
+        let _cleanup = TopologyCleanup { url: settings.broker.url.clone(), topology: topology.clone() };
         Self {
             settings,
             topology,
@@ -126,8 +134,9 @@ impl TestApp {
     /// Replaces the inspection connection and channel (after a broker restart
     /// killed them). Consumers opened by [`take`](Self::take) are forgotten.
     pub async fn reconnect_inspector(&mut self) {
-        self.connection =
-            Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("test connection");
+        self.connection = Connection::connect(&self.settings.broker.url, ConnectionProperties::default())
+            .await
+            .expect("test connection");
         self.channel = self.connection.create_channel().await.expect("test channel");
         self.consumers.get_mut().clear();
     }
@@ -217,24 +226,40 @@ impl TestApp {
     }
 }
 
-/// Deletes a topology (queues, messages, exchanges) when dropped, even while
-/// a failed test unwinds.
+/// Deletes a topology (queues, messages, exchanges) of the machine's broker
+/// when dropped, even while a failed test unwinds.
 pub struct TopologyGuard(pub Topology);
 
 impl Drop for TopologyGuard {
     fn drop(&mut self) {
-        // Deleting needs async I/O, and Drop may run while the test's runtime
-        // is unwinding, so it runs on a runtime of its own.
-        let topology = self.0.clone();
-        let cleanup = std::thread::spawn(move || delete_topology(topology));
-        let _ = cleanup.join();
+        delete_on_drop(amqp_url(), self.0.clone());
     }
 }
 
-fn delete_topology(topology: Topology) {
+/// [`TopologyGuard`] on the broker at `url` (a [`TestApp`]'s, which may be
+/// a private node).
+struct TopologyCleanup {
+    url: String,
+    topology: Topology,
+}
+
+impl Drop for TopologyCleanup {
+    fn drop(&mut self) {
+        delete_on_drop(self.url.clone(), self.topology.clone());
+    }
+}
+
+/// Deleting needs async I/O, and Drop may run while the test's runtime is
+/// unwinding, so it runs on a runtime of its own.
+fn delete_on_drop(url: String, topology: Topology) {
+    let cleanup = std::thread::spawn(move || delete_topology(&url, topology));
+    let _ = cleanup.join();
+}
+
+fn delete_topology(url: &str, topology: Topology) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     runtime.block_on(async {
-        let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await else {
+        let Ok(connection) = Connection::connect(url, ConnectionProperties::default()).await else {
             eprintln!("cleanup: cannot connect to delete {}", topology.prefix);
             return;
         };
