@@ -20,7 +20,10 @@
 //! - [`bots`]: [`BotConfig`], [`BotDefaults`], [`BotOverrides`], [`EffectiveBot`].
 //! - [`secret`]: [`Secret`] and [`redact_url`].
 //! - [`validate`]: the rules, and [`Problems`] listing what broke them.
+//! - [`addresses`]: [`AddressPolicy`] and the one table of address ranges webhooks are
+//!   refused, used by `config check` and by the delivery guard.
 
+pub mod addresses;
 pub mod bots;
 pub mod demo;
 pub mod load;
@@ -32,6 +35,7 @@ pub mod validate;
 
 use std::path::PathBuf;
 
+pub use addresses::{AddressPolicy, Blocked};
 pub use bots::{BotConfig, BotDefaults, BotOverrides, EffectiveBot, WEBHOOK_SECRET_PREFIX};
 pub use demo::DemoConfig;
 pub use load::{BOTS_JSON_VAR, ENV_PREFIX, ENV_SEPARATOR, Settings};

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use url::{Host, Url};
 
+use crate::addresses::{Blocked, classify};
 use crate::bots::{BotConfig, BotOverrides, WebhookSecretProblem, decode_webhook_secret};
 use crate::load::{RawSettings, Settings};
 use crate::sections::WebhookConfig;
@@ -341,65 +342,31 @@ fn check_webhook_url(c: &mut Checker, key: &str, url: &Url, webhooks: &WebhookCo
     }
     match url.host().as_ref().map(classify_host) {
         None => c.fail(key, "must have a host"),
-        Some(Some(Reach::Loopback)) if !webhooks.allow_loopback => {
+        Some(Some(Blocked::Loopback)) if !webhooks.allow_loopback => {
             c.fail(key, "is a loopback address; set webhooks.allow_loopback = true to allow it")
         }
-        Some(Some(Reach::Private)) if !webhooks.allow_private => {
+        Some(Some(Blocked::Private)) if !webhooks.allow_private => {
             c.fail(key, "is a private or link-local address; set webhooks.allow_private = true to allow it")
         }
+        Some(Some(Blocked::Special)) => c.fail(
+            key,
+            "is an unspecified, multicast, broadcast, documentation or reserved address: never a webhook target",
+        ),
         Some(_) => {}
     }
 }
 
-/// Addresses webhooks are refused by default (docs/protocol.md §4). Only literal addresses and
-/// `localhost` are caught here; the delivery path checks what names resolve to.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    Loopback,
-    Private,
-}
-
-fn classify_host(host: &Host<&str>) -> Option<Reach> {
+/// What a webhook URL's host is, by the table deliveries are checked against
+/// ([`crate::addresses`]). Of names, only `localhost` is known here; the
+/// delivery guard checks what the others resolve to.
+fn classify_host(host: &Host<&str>) -> Option<Blocked> {
     match host {
         Host::Domain(d) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
-            (d == "localhost" || d.ends_with(".localhost")).then_some(Reach::Loopback)
+            (d == "localhost" || d.ends_with(".localhost")).then_some(Blocked::Loopback)
         }
-        Host::Ipv4(ip) => classify_ip(IpAddr::V4(*ip)),
-        Host::Ipv6(ip) => classify_ip(IpAddr::V6(*ip)),
-    }
-}
-
-/// Loopback, private, link-local, shared (CGNAT) and unique-local addresses.
-fn classify_ip(ip: IpAddr) -> Option<Reach> {
-    match ip {
-        IpAddr::V4(v4) => classify_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => classify_v4(v4),
-            None => classify_v6(v6),
-        },
-    }
-}
-
-fn classify_v4(ip: Ipv4Addr) -> Option<Reach> {
-    let [a, b, ..] = ip.octets();
-    if ip.is_loopback() || ip.is_unspecified() {
-        Some(Reach::Loopback)
-    } else if ip.is_private() || ip.is_link_local() || (a == 100 && (b & 0xc0) == 64) {
-        Some(Reach::Private)
-    } else {
-        None
-    }
-}
-
-fn classify_v6(ip: Ipv6Addr) -> Option<Reach> {
-    let first = ip.segments()[0];
-    if ip.is_loopback() || ip.is_unspecified() {
-        Some(Reach::Loopback)
-    } else if (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 {
-        Some(Reach::Private)
-    } else {
-        None
+        Host::Ipv4(ip) => classify(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => classify(IpAddr::V6(*ip)),
     }
 }
 

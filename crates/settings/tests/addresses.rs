@@ -1,7 +1,8 @@
 //! The start-up address check of webhook URLs (docs/protocol.md §4): literal
 //! loopback and private addresses, and `localhost`, need `webhooks.allow_loopback`
-//! / `webhooks.allow_private`. The delivery path has its own guard (delivery's
-//! `ssrf.rs`, which also resolves names); issue 15 merges the two.
+//! / `webhooks.allow_private`; unspecified, multicast, documentation and reserved
+//! ones are refused whatever the policy. The table is the delivery guard's
+//! (`settings::addresses`), so both agree on every address.
 
 use settings::{Error, Settings};
 
@@ -48,13 +49,11 @@ fn webhook_problem_of(url: &str, policy: &str) -> Option<String> {
 
 #[test]
 fn the_literal_address_classifier_knows_each_range() {
-    // This is the start-up check; the delivery path has its own guard (delivery's ssrf.rs).
+    // The start-up check, by the table the delivery guard uses.
     let loopback = [
         "127.0.0.1",
         "127.255.255.255",
-        "0.0.0.0",
         "[::1]",
-        "[::]",
         "[::ffff:127.0.0.1]",
         "localhost",
         "LocalHost.",
@@ -72,7 +71,21 @@ fn the_literal_address_classifier_knows_each_range() {
         "[fdff:ffff::1]",
         "[fe80::1]",
         "[febf::1]",
+        "[fec0::1]",
         "[::ffff:192.168.1.1]",
+        "[::ffff:0:192.168.1.1]",
+    ];
+    let special = [
+        "0.0.0.0",
+        "[::]",
+        "[ff02::1]",
+        "224.0.0.1",
+        "192.0.2.10",
+        "198.51.100.1",
+        "203.0.113.9",
+        "198.18.0.1",
+        "192.0.0.8",
+        "[2001:db8::1]",
     ];
     let public = [
         "8.8.8.8",
@@ -81,9 +94,7 @@ fn the_literal_address_classifier_knows_each_range() {
         "101.64.0.1",
         "172.32.0.1",
         "[2606:4700::1111]",
-        "[fec0::1]",
         "[fbff::1]",
-        "[ff02::1]",
         "cc.example",
         "localhost.example",
         "notlocalhost",
@@ -105,6 +116,12 @@ fn the_literal_address_classifier_knows_each_range() {
         assert_eq!(webhook_problem(host, private_only), None, "{host}");
         assert!(webhook_problem(host, loopback_only).is_some(), "{host}");
         assert_eq!(webhook_problem(host, open), None, "{host}");
+    }
+    for host in special {
+        for policy in [closed, loopback_only, private_only, open] {
+            let problem = webhook_problem(host, policy).unwrap_or_else(|| panic!("{host} allowed"));
+            assert!(problem.contains("never a webhook target"), "{host}: {problem}");
+        }
     }
     for host in public {
         assert_eq!(webhook_problem(host, closed), None, "{host}");
