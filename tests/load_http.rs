@@ -22,7 +22,7 @@ async fn a_thousand_conversations_of_twenty_events_with_two_workers() {
         renew_every: Duration::from_millis(500),
         ..WorkerConfig::default()
     };
-    let second = Worker::start(&sys.settings, config).await.expect("second worker");
+    let second = Worker::start(&sys.settings, config, None).await.expect("second worker");
     eventually("the second worker holds a share", Duration::from_secs(20), || async {
         (!second.shards().is_empty()).then_some(())
     })

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         let sys = System::start().await;
         let mut extra = Vec::new();
         for _ in 1..workers {
-            extra.push(Worker::start(&sys.settings, WorkerConfig::default()).await?);
+            extra.push(Worker::start(&sys.settings, WorkerConfig::default(), None).await?);
         }
         while extra.iter().any(|w| w.shards().is_empty()) {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -103,7 +103,7 @@ impl System {
             timer_poll_every: Duration::from_millis(100),
             ..WorkerConfig::default()
         };
-        let worker = Worker::start(&settings, config).await.expect("worker starts");
+        let worker = Worker::start(&settings, config, None).await.expect("worker starts");
 
         let publisher = Arc::new(Publisher::connect(ingress::publisher_config(&settings)));
         assert!(publisher.wait_until_connected(Duration::from_secs(10)).await, "broker reachable");

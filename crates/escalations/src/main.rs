@@ -164,10 +164,7 @@ fn default_simulation() -> cli::SimulateArgs {
 async fn worker_and_dispatcher(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let (worker, delivery) = tokio::join!(
-        stop_all_after(
-            shutdown,
-            worker::run_notifying(settings.clone(), shutdown.clone(), Some(wake.clone()))
-        ),
+        stop_all_after(shutdown, worker::run(settings.clone(), shutdown.clone(), Some(wake.clone()))),
         stop_all_after(shutdown, delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))),
     );
     worker.and(delivery)

@@ -265,7 +265,7 @@ async fn with_workers(bench: &Bench, workers: usize, backlog: bool) -> anyhow::R
 async fn start_workers(settings: &Settings, workers: usize) -> anyhow::Result<Vec<worker::WorkerHandle>> {
     let mut handles = Vec::new();
     for _ in 0..workers {
-        handles.push(Worker::start(settings, WorkerConfig::default()).await?);
+        handles.push(Worker::start(settings, WorkerConfig::default(), None).await?);
     }
     // Measure the steady state, not the first rebalancing.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -40,4 +40,4 @@ pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use metrics::describe_metrics;
 pub use timers::outbound_message;
-pub use worker::{Worker, WorkerHandle, run, run_notifying, run_with};
+pub use worker::{Worker, WorkerHandle, run};

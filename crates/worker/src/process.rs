@@ -164,7 +164,7 @@ async fn apply_with_retries(
                 record_verdicts(envelopes.len(), &outcome);
                 // After the commit: what subscribers hear of is durable.
                 if outcome.webhooks_queued {
-                    if let Some(dispatcher) = &ctx.webhooks_queued {
+                    if let Some(dispatcher) = &ctx.wake {
                         dispatcher.notify_one();
                     }
                     ctx.announce.notify_one();

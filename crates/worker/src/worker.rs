@@ -42,7 +42,7 @@ pub(crate) struct Context {
     pub(crate) live: LivePublisher,
     /// Notified after a batch queued webhook deliveries, so a dispatcher in
     /// this process claims them at once instead of at its next poll.
-    pub(crate) webhooks_queued: Option<Arc<Notify>>,
+    pub(crate) wake: Option<Arc<Notify>>,
     /// Notified after a batch queued webhook deliveries, so that dispatchers
     /// in other processes hear of them (`NOTIFY`, sent by [`announce_outbox`]).
     pub(crate) announce: Arc<Notify>,
@@ -54,7 +54,10 @@ pub struct Worker;
 
 impl Worker {
     /// Starts a worker with `settings` (broker, database, bots) and `config`
-    /// (its own knobs), in the background, and returns its handle.
+    /// (its own knobs), in the background, and returns its handle. `wake` is
+    /// the webhook dispatcher's wake-up, notified after every commit that
+    /// queued webhook deliveries (a dispatcher in the same process starts at
+    /// once instead of at its next poll).
     ///
     /// The database must be migrated. Neither the database nor the broker
     /// needs to be up: the worker waits for PostgreSQL (logging each failed
@@ -66,20 +69,10 @@ impl Worker {
     /// [`crate::Error::Config`] for invalid knobs, [`crate::Error::Store`] if
     /// the database URL is invalid. A database that answers but is not
     /// migrated ends the worker (see [`WorkerHandle::wait`]).
-    pub async fn start(settings: &Settings, config: WorkerConfig) -> Result<WorkerHandle> {
-        Self::start_notifying(settings, config, None).await
-    }
-
-    /// [`Worker::start`], notifying `webhooks_queued` after every commit that
-    /// queued webhook deliveries (a webhook dispatcher's wake-up).
-    ///
-    /// # Errors
-    ///
-    /// As for [`Worker::start`].
-    pub async fn start_notifying(
+    pub async fn start(
         settings: &Settings,
         config: WorkerConfig,
-        webhooks_queued: Option<Arc<Notify>>,
+        wake: Option<Arc<Notify>>,
     ) -> Result<WorkerHandle> {
         config.validate()?;
         let broker = &settings.broker;
@@ -99,7 +92,7 @@ impl Worker {
             topology: topology.clone(),
             amqp,
             live: LivePublisher::start(live_amqp, &broker.prefix),
-            webhooks_queued,
+            wake,
             announce: Arc::new(Notify::new()),
         });
         let mut publisher_config = PublisherConfig::new(broker.url.clone(), topology);
@@ -244,44 +237,20 @@ impl WorkerHandle {
 }
 
 /// Runs a worker until `shutdown` is cancelled, with `settings` and the
-/// worker knobs of its `[worker]` section ([`WorkerConfig::from_settings`]).
+/// worker knobs of its `[worker]` section ([`WorkerConfig::from_settings`]),
+/// notifying `wake` as [`Worker::start`] does.
 ///
 /// # Errors
 ///
 /// Invalid knobs, a database that cannot be reached at start-up, or a worker
 /// task that failed.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_notifying(settings, shutdown, None).await
-}
-
-/// [`run`], notifying `webhooks_queued` after every commit that queued
-/// webhook deliveries (see [`Worker::start_notifying`]).
-///
-/// # Errors
-///
-/// As for [`run`].
-pub async fn run_notifying(
+pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
-    webhooks_queued: Option<Arc<Notify>>,
+    wake: Option<Arc<Notify>>,
 ) -> anyhow::Result<()> {
     let config = WorkerConfig::from_settings(&settings.worker);
-    let handle =
-        Worker::start_notifying(&settings, config, webhooks_queued).await.context("starting the worker")?;
-    until_shutdown(handle, shutdown).await
-}
-
-/// [`run`] with explicit worker knobs.
-///
-/// # Errors
-///
-/// As for [`run`].
-pub async fn run_with(
-    settings: &Settings,
-    config: WorkerConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let handle = Worker::start(settings, config).await.context("starting the worker")?;
+    let handle = Worker::start(&settings, config, wake).await.context("starting the worker")?;
     until_shutdown(handle, shutdown).await
 }
 

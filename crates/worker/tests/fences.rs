@@ -88,7 +88,7 @@ async fn a_worker_cut_off_from_postgres_stops_consuming_before_its_leases_can_ex
         let ttl = Duration::from_secs(4);
         let config =
             WorkerConfig { lease_ttl: ttl, renew_every: Duration::from_millis(400), ..env.worker_config() };
-        let worker = Worker::start(&settings, config).await.expect("starts");
+        let worker = Worker::start(&settings, config, None).await.expect("starts");
         until("the worker holds both shards", WAIT, || worker.shards().len() == 2).await;
         let (connection, channel) = raw().await;
         support::eventually("both shards consumed", WAIT, || async { consumers(&env, &channel).await == 2 })
@@ -115,7 +115,7 @@ async fn a_worker_that_cannot_reach_the_broker_leaves_its_shards_to_one_that_can
     with_env(2, "", |env| async move {
         let mut unreachable = env.settings.clone();
         unreachable.broker.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
-        let cut_off = Worker::start(&unreachable, env.worker_config()).await.expect("starts");
+        let cut_off = Worker::start(&unreachable, env.worker_config(), None).await.expect("starts");
         until("the cut-off worker takes both shards", WAIT, || cut_off.shards().len() == 2).await;
 
         let healthy = env.start_worker().await;
@@ -143,7 +143,7 @@ async fn a_worker_started_while_postgres_is_down_waits_for_it() {
         let mut settings = env.settings.clone();
         settings.database.url = support::proxy::via_port(&database_url(), port);
         let mut worker =
-            Worker::start(&settings, env.worker_config()).await.expect("starts without PostgreSQL");
+            Worker::start(&settings, env.worker_config(), None).await.expect("starts without PostgreSQL");
         let waited = tokio::time::timeout(Duration::from_secs(2), worker.wait()).await;
         assert!(waited.is_err(), "the worker keeps waiting rather than ending: {waited:?}");
         assert!(worker.shards().is_empty());

@@ -14,9 +14,8 @@ use worker::Worker;
 async fn the_dispatcher_is_woken_after_deliveries_are_queued() {
     with_env(1, "", |env| async move {
         let wake = Arc::new(Notify::new());
-        let worker = Worker::start_notifying(&env.settings, env.worker_config(), Some(wake.clone()))
-            .await
-            .expect("starts");
+        let worker =
+            Worker::start(&env.settings, env.worker_config(), Some(wake.clone())).await.expect("starts");
         until("the worker holds its shard", Duration::from_secs(20), || worker.shards().len() == 1).await;
 
         // escalate queues widgetEscalate: a wake-up.

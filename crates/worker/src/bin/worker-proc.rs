@@ -27,5 +27,5 @@ async fn main() -> anyhow::Result<()> {
         }
         cancel.cancel();
     });
-    worker::run(settings, shutdown).await
+    worker::run(settings, shutdown, None).await
 }

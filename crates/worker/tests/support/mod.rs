@@ -116,7 +116,7 @@ impl TestEnv {
     }
 
     pub async fn start_worker(&self) -> WorkerHandle {
-        Worker::start(&self.settings, self.worker_config()).await.expect("worker starts")
+        Worker::start(&self.settings, self.worker_config(), None).await.expect("worker starts")
     }
 
     /// Publishes like the ingress: retried until the broker confirmed (a
