@@ -8,6 +8,7 @@
 //! for the agent API and `escalate`, and the widget token `escalate` returns
 //! (`Authorization: Bearer <token>`) for the visitor's routes.
 
+pub mod responses;
 pub mod schemas;
 mod sse;
 

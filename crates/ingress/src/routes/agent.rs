@@ -25,6 +25,7 @@ use crate::app::{AppState, new_event_id};
 use crate::auth::{authenticate_bot, bot_id_of};
 use crate::body::{Empty, read_json};
 use crate::error::ApiError;
+use crate::openapi::responses::{BotKeyRefused, JsonBodyRefused};
 use crate::openapi::schemas::{AgentEventRequest, ErrorBody, RefusedBody, VerdictBody};
 use crate::rate_limit::Scope;
 
@@ -50,9 +51,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 202, description = "`Prefer: wait`: accepted, verdict not known yet.", body = Accepted),
         (status = 409, description = "`Prefer: wait`: refused by the conversation's state.", body = RefusedBody),
         (status = 400, description = "The body or the `Idempotency-Key` header is invalid; `details` lists every problem.", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials.", body = ErrorBody),
-        (status = 413, description = "The body is larger than `http.body_limit_bytes`.", body = ErrorBody),
-        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        BotKeyRefused,
+        JsonBodyRefused,
         (status = 429, description = "Over a rate limit; see `Retry-After`.", body = ErrorBody),
         (status = 503, description = "RabbitMQ did not confirm the event: retry with the same id.", body = ErrorBody),
     ),

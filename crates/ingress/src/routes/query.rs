@@ -23,6 +23,7 @@ use tracing::Span;
 use crate::app::AppState;
 use crate::auth::{authenticate_bot, bot_id_of};
 use crate::error::ApiError;
+use crate::openapi::responses::BotKeyRefused;
 use crate::openapi::schemas::{ConversationView, ErrorBody, EventView};
 use crate::rate_limit::Scope;
 
@@ -44,7 +45,7 @@ fn caller(app: &AppState, headers: &HeaderMap) -> Result<BotId, ApiError> {
     responses(
         (status = 200, description = "The conversation.", body = ConversationView),
         (status = 404, description = "The bot has no conversation with this id.", body = ErrorBody),
-        (status = 401, description = "Missing or invalid API key.", body = ErrorBody),
+        BotKeyRefused,
         (status = 429, description = "Over the bot's rate limit; see `Retry-After`.", body = ErrorBody),
         (status = 503, description = "The database is unreachable: retry.", body = ErrorBody),
     ),
@@ -94,7 +95,7 @@ pub async fn conversation(
     responses(
         (status = 200, description = "The event and its verdict.", body = EventView),
         (status = 404, description = "No applied event with this id (it may not be applied yet).", body = ErrorBody),
-        (status = 401, description = "Missing or invalid API key.", body = ErrorBody),
+        BotKeyRefused,
         (status = 429, description = "Over the bot's rate limit; see `Retry-After`.", body = ErrorBody),
         (status = 503, description = "The database is unreachable: retry.", body = ErrorBody),
     ),

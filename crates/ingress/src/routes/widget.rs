@@ -25,6 +25,7 @@ use crate::app::{AppState, new_event_id};
 use crate::auth::{authenticate_bot, authenticate_widget, bot_id_of};
 use crate::body::{Empty, read_json};
 use crate::error::ApiError;
+use crate::openapi::responses::{BotKeyRefused, JsonBodyRefused, VisitorRefused};
 use crate::openapi::schemas::{ErrorBody, EscalateRequest, VisitorMessageRequest};
 use crate::rate_limit::Scope;
 
@@ -83,9 +84,8 @@ async fn live_escalation_id(
     responses(
         (status = 200, description = "Escalation requested.", body = Escalated),
         (status = 400, description = "The body or the path is invalid; `details` lists every problem.", body = ErrorBody),
-        (status = 401, description = "Missing or invalid API key.", body = ErrorBody),
-        (status = 413, description = "The body is larger than `http.body_limit_bytes`.", body = ErrorBody),
-        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        BotKeyRefused,
+        JsonBodyRefused,
         (status = 429, description = "Over the bot's escalate rate limit; see `Retry-After`.", body = ErrorBody),
         (status = 503, description = "RabbitMQ did not confirm: retry.", body = ErrorBody),
     ),
@@ -158,10 +158,8 @@ pub async fn escalate(
     responses(
         (status = 200, description = "Accepted.", body = Accepted),
         (status = 400, description = "The body is invalid; `details` lists every problem.", body = ErrorBody),
-        (status = 401, description = "Missing or invalid widget token, or one for another conversation.", body = ErrorBody),
-        (status = 413, description = "The body is larger than `http.body_limit_bytes`.", body = ErrorBody),
-        (status = 415, description = "The body is not JSON.", body = ErrorBody),
-        (status = 429, description = "Over the conversation's visitor rate limit; see `Retry-After`.", body = ErrorBody),
+        VisitorRefused,
+        JsonBodyRefused,
         (status = 503, description = "RabbitMQ did not confirm: retry (with the same `clientMessageId`).", body = ErrorBody),
     ),
     security(("widgetToken" = [])))]
@@ -213,8 +211,7 @@ pub async fn post_message(
     params(("id" = String, Path, description = "The conversation (platformConversationId), 1–128 characters.")),
     responses(
         (status = 200, description = "Accepted.", body = Accepted),
-        (status = 401, description = "Missing or invalid widget token, or one for another conversation.", body = ErrorBody),
-        (status = 429, description = "Over the conversation's visitor rate limit; see `Retry-After`.", body = ErrorBody),
+        VisitorRefused,
         (status = 503, description = "RabbitMQ did not confirm: retry.", body = ErrorBody),
     ),
     security(("widgetToken" = [])))]
