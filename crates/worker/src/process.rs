@@ -1,4 +1,4 @@
-//! One batch of a shard's deliveries: decode → apply and commit → ack.
+//! One batch of a shard's deliveries: decode → apply and commit → announce → ack.
 //!
 //! Poison is decided here, never by the broker's count of deliveries
 //! (docs/protocol.md §6): an event is dead-lettered only when it fails alone,
@@ -15,6 +15,13 @@
 //! - any other store error is deterministic for some envelope of the batch,
 //!   so the batch is applied again one envelope at a time and only the ones
 //!   that fail alone are dead-lettered.
+//!
+//! Announcing is the stage after the commit and before the ack: it tells what
+//! the commit made durable to those waiting for it (the webhook dispatcher's
+//! wake-up and the outbox `NOTIFY`, the `Prefer: wait` replies, the live
+//! streams). It never fails the batch: a lost announcement is recovered by
+//! the dispatcher's poll, the ingress's event-log lookup and the streams'
+//! catch-up from the database.
 //!
 //! Acks come strictly after the commit they cover, so a crash anywhere
 //! redelivers work whose effects may already be committed, and the batch's
@@ -88,8 +95,9 @@ pub(crate) async fn settle_batch(
     let Some(last_tag) = kept.last().map(|delivery| delivery.tag) else { return Ok(Settled::Done) };
     let replies: Vec<Option<String>> = kept.iter().map(|delivery| delivery.reply_to.clone()).collect();
 
-    match apply_with_retries(ctx, fence, &envelopes, &replies, abort).await {
-        Applied::Committed => {
+    match apply_with_retries(ctx, fence, &envelopes, abort).await {
+        Applied::Committed(outcome) => {
+            announce(ctx, &envelopes, &replies, outcome);
             consumer.ack_through(last_tag).await?;
             Ok(Settled::Done)
         }
@@ -135,7 +143,7 @@ async fn dead_letter(
 
 /// What became of one apply.
 enum Applied {
-    Committed,
+    Committed(BatchOutcome),
     Aborted,
     /// The lease check failed: the worker no longer holds the shard.
     Fenced(String),
@@ -145,12 +153,10 @@ enum Applied {
 
 /// Applies `envelopes` in one transaction, retrying transient store errors
 /// with backoff until it commits, fails permanently, or `abort` fires.
-/// `replies` holds each envelope's `reply_to`.
 async fn apply_with_retries(
     ctx: &Context,
     fence: &LeaseFence,
     envelopes: &[Envelope],
-    replies: &[Option<String>],
     abort: &CancellationToken,
 ) -> Applied {
     let mut attempt: u32 = 0;
@@ -162,18 +168,7 @@ async fn apply_with_retries(
             Ok(outcome) => {
                 histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                 record_verdicts(envelopes.len(), &outcome);
-                // After the commit: what subscribers hear of is durable.
-                if outcome.webhooks_queued {
-                    if let Some(dispatcher) = &ctx.wake {
-                        dispatcher.notify_one();
-                    }
-                    ctx.announce.notify_one();
-                }
-                for (queue, updates) in answers(envelopes, replies, &outcome.live) {
-                    ctx.live.reply(queue, updates);
-                }
-                ctx.live.publish(outcome.live);
-                return Applied::Committed;
+                return Applied::Committed(outcome);
             }
             Err(problem) if problem.is_transient() => {
                 attempt = attempt.saturating_add(1);
@@ -211,8 +206,11 @@ async fn apply_one_by_one(
     let mut committed_through = None;
     for ((delivery, envelope), reply) in deliveries.iter().zip(envelopes).zip(replies) {
         let (one, reply) = (std::slice::from_ref(envelope), std::slice::from_ref(reply));
-        match apply_with_retries(ctx, fence, one, reply, abort).await {
-            Applied::Committed => committed_through = Some(delivery.tag),
+        match apply_with_retries(ctx, fence, one, abort).await {
+            Applied::Committed(outcome) => {
+                announce(ctx, one, reply, outcome);
+                committed_through = Some(delivery.tag);
+            }
             outcome @ (Applied::Aborted | Applied::Fenced(_)) => {
                 if let Applied::Fenced(problem) = outcome {
                     warn!(error = %problem, "lease lost: the rest is not committed, not acked; stopping the shard");
@@ -244,6 +242,24 @@ async fn apply_one_by_one(
         consumer.ack_through(tag).await?;
     }
     Ok(Settled::Done)
+}
+
+/// Tells what a commit of `envelopes` made durable (see the module docs):
+/// wakes the webhook dispatcher and queues the outbox `NOTIFY` if deliveries
+/// were queued, answers each `reply_to` with its conversations' updates, and
+/// publishes the updates to live streams. `replies` holds each envelope's
+/// `reply_to`.
+fn announce(ctx: &Context, envelopes: &[Envelope], replies: &[Option<String>], outcome: BatchOutcome) {
+    if outcome.webhooks_queued {
+        if let Some(dispatcher) = &ctx.wake {
+            dispatcher.notify_one();
+        }
+        ctx.announce.notify_one();
+    }
+    for (queue, updates) in answers(envelopes, replies, &outcome.live) {
+        ctx.live.reply(queue, updates);
+    }
+    ctx.live.publish(outcome.live);
 }
 
 /// For each queue named in a `reply_to`, the batch's updates of the
