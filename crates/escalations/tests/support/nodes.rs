@@ -278,11 +278,28 @@ impl PrivateRabbit {
         let _ = server.wait();
     }
 
+    /// Crashes the node: SIGKILL to its Erlang VM, no goodbye to clients or
+    /// to the other nodes of its cluster. Waits until it is gone.
+    pub fn kill(&mut self) {
+        let Some(mut server) = self.server.take() else { return };
+        self.kill_beam();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = server.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+
     /// SIGKILLs the Erlang VM named in the pid file (the runuser wrapper's
     /// child), when a clean stop did not work.
     fn kill_beam(&self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("node.pid")) {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.trim()).status();
+            // Quiet: on drop the VM is usually gone already.
+            let _ = Command::new("kill").arg("-KILL").arg(pid.trim()).stderr(Stdio::null()).status();
         }
     }
 
@@ -372,10 +389,12 @@ impl PrivatePostgres {
     /// transaction is committed only once a standby has its WAL on disk, so
     /// a promoted standby has every commit, even after a crash of this one.
     pub fn require_synchronous_standby(&self) {
-        let sql = "ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf();";
+        // Two -c: psql would run one string of two statements as one
+        // transaction, which ALTER SYSTEM refuses.
         let out = Command::new(pg_program("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args(["-v", "ON_ERROR_STOP=1", "-c", "ALTER SYSTEM SET synchronous_standby_names = '*'"])
+            .args(["-c", "SELECT pg_reload_conf()"])
             .output()
             .expect("run psql");
         assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
