@@ -31,8 +31,12 @@ use scenario::{Run, layout};
 
 const PACE: Duration = Duration::from_millis(150);
 
+/// One test at a time: the load test's figures are for 2 cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_crash_and_a_standby_promotion_lose_nothing() {
+    let _serial = SERIAL.lock().await;
     let mut primary = tokio::task::block_in_place(PrivatePostgres::start);
     let standby = tokio::task::block_in_place(|| primary.start_standby());
     tokio::task::block_in_place(|| primary.require_synchronous_standby());
@@ -78,4 +82,32 @@ async fn a_primary_crash_and_a_standby_promotion_lose_nothing() {
     drop(primary);
     report.assert_clean();
     assert!(report.accepted > 0, "the load got 200s");
+}
+
+/// The pool's side of a failover it did not see coming: a host it holds
+/// connections to stops taking writes (as an old primary that came back as
+/// a standby would; here `default_transaction_read_only`). A pooled
+/// connection idle for over a second is checked before reuse, dropped, and
+/// replaced by one to the host that takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_drops_connections_to_a_host_that_stopped_taking_writes() {
+    let _serial = SERIAL.lock().await;
+    let first = tokio::task::block_in_place(PrivatePostgres::start);
+    let second = tokio::task::block_in_place(PrivatePostgres::start);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        first.port, second.port
+    );
+    let store = store::Store::connect(&url, "failover_probe", 1).expect("store");
+    let port = || async {
+        let client = store.client().await.expect("a connection");
+        let row = client.query_one("SELECT inet_server_port()", &[]).await.expect("port");
+        row.get::<_, i32>(0)
+    };
+    assert_eq!(port().await, i32::from(first.port), "the first host takes writes");
+    tokio::task::block_in_place(|| {
+        first.psql(&["ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"]);
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(port().await, i32::from(second.port), "the read-only host's connection was dropped");
 }

@@ -389,14 +389,20 @@ impl PrivatePostgres {
     /// transaction is committed only once a standby has its WAL on disk, so
     /// a promoted standby has every commit, even after a crash of this one.
     pub fn require_synchronous_standby(&self) {
-        // Two -c: psql would run one string of two statements as one
-        // transaction, which ALTER SYSTEM refuses.
-        let out = Command::new(pg_program("psql"))
+        self.psql(&["ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()"]);
+    }
+
+    /// Runs each statement with `psql -c` (one transaction each: ALTER
+    /// SYSTEM refuses to run inside a larger one).
+    pub fn psql(&self, statements: &[&str]) {
+        let mut command = Command::new(pg_program("psql"));
+        command
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
-            .args(["-v", "ON_ERROR_STOP=1", "-c", "ALTER SYSTEM SET synchronous_standby_names = '*'"])
-            .args(["-c", "SELECT pg_reload_conf()"])
-            .output()
-            .expect("run psql");
+            .args(["-v", "ON_ERROR_STOP=1"]);
+        for statement in statements {
+            command.args(["-c", statement]);
+        }
+        let out = command.output().expect("run psql");
         assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
     }
 
