@@ -62,8 +62,10 @@ impl Nodes {
 
     /// Connects to the first node that accepts, trying each node once,
     /// starting after the one the previous connection used (so a process
-    /// whose node went away tries the others first). Each node gets
-    /// `per_node` to complete the AMQP handshake.
+    /// whose node went away tries the others first, and comes back to it
+    /// last). Each node gets `per_node` to complete the AMQP handshake.
+    /// Meant for one connection at a time: each owner of a connection has
+    /// its own `Nodes`.
     ///
     /// Returns the connection and the node's URL with its password hidden
     /// (for logs).
@@ -84,8 +86,11 @@ impl Nodes {
             let attempt = tokio::time::timeout(per_node, Connection::connect(url, properties.clone())).await;
             let error = match attempt {
                 Ok(Ok(connection)) => {
-                    // The next connection starts at this node again, unless it failed.
-                    self.next.store(index, Ordering::Relaxed);
+                    // One Nodes serves one connection at a time, so the next
+                    // connect means this one broke: start at the node after
+                    // it, which spares a node that went silent (no refusal,
+                    // only the timeout) a first attempt.
+                    self.next.store(index + 1, Ordering::Relaxed);
                     return Ok((connection, redact(url)));
                 }
                 Ok(Err(error)) => error,
