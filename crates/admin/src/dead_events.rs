@@ -29,6 +29,9 @@ use utoipa::ToSchema;
 
 use crate::error::{OpsError, OpsResult};
 
+/// How long connecting to one broker node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One dead-lettered message: its ids from the headers (the body may not
 /// decode), and why and when RabbitMQ dead-lettered it (`x-death`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -84,8 +87,9 @@ async fn open(settings: &Settings) -> OpsResult<(String, Connection, Channel)> {
     let b = &settings.broker;
     let topology = Topology::new(b.prefix.clone(), b.shards, b.delivery_limit);
     let queue = topology.dead_letter_queue();
-    let doing = format!("connecting to RabbitMQ at {}", settings::redact_url(&b.url));
-    let connection = Connection::connect(&b.url, ConnectionProperties::default())
+    let doing = format!("connecting to RabbitMQ at {}", settings::redact_urls(&b.url));
+    let (connection, _node) = broker::Nodes::new(&b.url)
+        .connect(ConnectionProperties::default(), CONNECT_TIMEOUT)
         .await
         .map_err(|error| OpsError::unavailable(&doing, error))?;
     let channel = connection

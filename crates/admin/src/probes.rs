@@ -3,7 +3,8 @@
 //!
 //! - `postgres` (worker, all): `SELECT 1` on the admin's own pool, within 2 s.
 //! - `rabbitmq` (every role): the admin's own AMQP connection is open; when
-//!   it is not, one reconnect per round, within 3 s. The same connection
+//!   it is not, one reconnect per round, within 3 s per node (to any node of
+//!   a cluster). The same connection
 //!   serves the shard-lag gauges.
 //!
 //! The probes use connections of their own, on the same URLs as the role's,
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use broker::Nodes;
 use lapin::{Connection, ConnectionProperties};
 use store::Store;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +35,8 @@ pub struct Probes {
 #[derive(Debug)]
 struct Inner {
     store: Option<Store>,
-    broker_url: String,
+    /// The broker's node URLs (any one that answers will do).
+    nodes: Nodes,
     results: Mutex<BTreeMap<&'static str, Result<(), String>>>,
     amqp: Mutex<Option<Arc<Connection>>>,
 }
@@ -50,7 +53,7 @@ impl Probes {
         Self {
             inner: Arc::new(Inner {
                 store,
-                broker_url,
+                nodes: Nodes::new(&broker_url),
                 results: Mutex::new(results),
                 amqp: Mutex::new(None),
             }),
@@ -98,16 +101,17 @@ impl Probes {
         }
         let result = match self.amqp() {
             Some(_) => Ok(()),
-            None => match tokio::time::timeout(RABBITMQ_TIMEOUT, self.connect()).await {
-                Ok(result) => result,
-                Err(_) => Err(format!("no connection within {RABBITMQ_TIMEOUT:?}")),
-            },
+            // Each node gets RABBITMQ_TIMEOUT (a cluster's nodes one after the other).
+            None => self.connect().await,
         };
         self.set("rabbitmq", result);
     }
 
     async fn connect(&self) -> Result<(), String> {
-        let connection = Connection::connect(&self.inner.broker_url, ConnectionProperties::default())
+        let (connection, _node) = self
+            .inner
+            .nodes
+            .connect(ConnectionProperties::default(), RABBITMQ_TIMEOUT)
             .await
             .map_err(|error| error.to_string())?;
         *self.inner.amqp.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(connection));

@@ -8,6 +8,9 @@
 //!   limit) and the dead-letter exchange and queue.
 //! - [`migrate`]: recreates queues an earlier version declared with other
 //!   arguments, keeping their messages in order.
+//! - [`nodes`]: [`Nodes`], the node URLs of one broker or a cluster
+//!   (`broker.url` may list several), and connecting to any one that
+//!   answers; jittered reconnect delays.
 //! - [`publisher`]: [`Publisher`] keeps a connection with confirm-mode
 //!   channels alive in the background and publishes [`OutboundMessage`]s,
 //!   answering only once the broker confirmed, or failing fast when it can't.
@@ -28,6 +31,7 @@ pub mod dead;
 pub mod error;
 pub mod live;
 pub mod migrate;
+pub mod nodes;
 pub mod publisher;
 pub mod shard;
 pub mod topology;
@@ -38,6 +42,7 @@ pub use live::{
     LIVE_KEYS_PER_MESSAGE, VERDICTS_TYPE, declare_live, live_exchange, live_routing_key, publish_live,
     publish_reply,
 };
+pub use nodes::Nodes;
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};
 pub use shard::shard_for;
-pub use topology::{BROKER_DELIVERY_LIMIT, Topology};
+pub use topology::{BROKER_DELIVERY_LIMIT, DEFAULT_QUORUM_SIZE, Topology};

@@ -31,7 +31,7 @@ use lapin::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions, QueueDeleteOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ pub async fn migrate(topology: &Topology, connection: &Connection) -> Result<Vec
     let mut queues: Vec<(String, FieldTable)> = (0..topology.shards)
         .map(|shard| (topology.shard_queue(shard), topology.shard_queue_arguments()))
         .collect();
-    queues.push((topology.dead_letter_queue(), Topology::dead_letter_queue_arguments()));
+    queues.push((topology.dead_letter_queue(), topology.dead_letter_queue_arguments()));
     let mut report = Vec::with_capacity(queues.len());
     for (queue, arguments) in queues {
         report.push(migrate_queue(connection, &queue, arguments).await?);
@@ -122,9 +122,13 @@ async fn migrate_queue(
 }
 
 /// A plain durable quorum queue: no single active consumer, and the limit
-/// no move reaches.
+/// no move reaches (the broker's default replica count: it lives only for
+/// the migration).
 fn holding_arguments() -> FieldTable {
-    Topology::dead_letter_queue_arguments()
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(crate::BROKER_DELIVERY_LIMIT));
+    args
 }
 
 /// Moves every message of `from` to the end of `to`, in order. Returns how many.

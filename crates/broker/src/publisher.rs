@@ -14,6 +14,7 @@ mod session;
 
 use crate::{
     error::{Error, Result},
+    nodes::redact_list,
     shard::shard_for,
     topology::{Topology, name},
 };
@@ -56,7 +57,8 @@ pub fn describe_metrics() {
 /// How to reach the broker and what to declare there.
 #[derive(Clone)]
 pub struct PublisherConfig {
-    /// AMQP URI, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`. Add
+    /// AMQP URI, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`, or the
+    /// comma-separated URIs of a cluster's nodes (see [`crate::nodes`]). Add
     /// `?heartbeat=10` to detect a silently dead peer faster than the
     /// broker's default of 60 s.
     pub url: String,
@@ -66,9 +68,11 @@ pub struct PublisherConfig {
     pub channels: usize,
     /// How long a publish waits for the broker's confirm.
     pub confirm_timeout: Duration,
-    /// Upper bound for connecting, declaring and opening channels.
+    /// Upper bound for connecting to one node, and for declaring and
+    /// opening channels once connected.
     pub connect_timeout: Duration,
-    /// First delay before reconnecting; doubles per failed attempt...
+    /// First delay before reconnecting; doubles per failed attempt (each
+    /// wait is jittered between half and all of it)...
     pub reconnect_delay_min: Duration,
     /// ...up to this.
     pub reconnect_delay_max: Duration,
@@ -95,7 +99,7 @@ impl fmt::Debug for PublisherConfig {
     // By hand so that the password in the URL never reaches a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublisherConfig")
-            .field("url", &redact(&self.url))
+            .field("url", &redact_list(&self.url))
             .field("topology", &self.topology)
             .field("channels", &self.channels)
             .field("confirm_timeout", &self.confirm_timeout)
@@ -103,22 +107,6 @@ impl fmt::Debug for PublisherConfig {
             .field("reconnect_delay_min", &self.reconnect_delay_min)
             .field("reconnect_delay_max", &self.reconnect_delay_max)
             .finish()
-    }
-}
-
-/// `amqp://user:secret@host/vhost` → `amqp://user:***@host/vhost`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -354,11 +342,14 @@ mod tests {
 
     #[test]
     fn redact_hides_only_the_password() {
+        use crate::nodes::redact;
         assert_eq!(redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
         assert_eq!(redact("amqp://user@host"), "amqp://user:***@host");
         assert_eq!(redact("not a url"), "not a url");
         let config = PublisherConfig::new("amqp://u:pw@h/", Topology::new("p", 1, 1));
+        assert!(!format!("{config:?}").contains("pw"));
+        let config = PublisherConfig::new("amqp://u:pw@h/,amqp://u:pw2@i/", Topology::new("p", 1, 1));
         assert!(!format!("{config:?}").contains("pw"));
     }
 

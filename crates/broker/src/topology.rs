@@ -43,7 +43,20 @@ pub struct Topology {
     /// with [`BROKER_DELIVERY_LIMIT`]. Kept so that the `broker.delivery_limit`
     /// setting of existing configurations still has a place to go.
     pub delivery_limit: u32,
+    /// Replicas of each quorum queue (`x-quorum-initial-group-size`): the
+    /// shard queues and the dead-letter queue. Default
+    /// [`DEFAULT_QUORUM_SIZE`].
+    ///
+    /// Sent as configured, never lowered to the nodes there are: RabbitMQ
+    /// places a new queue on all the cluster's nodes when it has fewer
+    /// than this, and an argument that depended on how many nodes were up
+    /// would make a later declare inequivalent (refused).
+    pub quorum_size: u16,
 }
+
+/// The default replica count of each quorum queue: three nodes survive the
+/// loss of one. On a single node the queue simply has one member.
+pub const DEFAULT_QUORUM_SIZE: u16 = 3;
 
 /// The `x-delivery-limit` of every queue: not a poison limit but a value no
 /// number of worker kills, restarts or outages reaches, so that the broker
@@ -57,10 +70,20 @@ pub const BROKER_DELIVERY_LIMIT: i64 = 1_000_000_000;
 
 impl Topology {
     /// A topology with the given prefix and shard count (`delivery_limit` is
-    /// ignored, see [`Topology::delivery_limit`]).
+    /// ignored, see [`Topology::delivery_limit`]) and
+    /// [`DEFAULT_QUORUM_SIZE`] replicas per queue.
     #[must_use]
     pub fn new(prefix: impl Into<String>, shards: u16, delivery_limit: u32) -> Self {
-        Self { prefix: prefix.into(), shards, delivery_limit }
+        Self { prefix: prefix.into(), shards, delivery_limit, quorum_size: DEFAULT_QUORUM_SIZE }
+    }
+
+    /// The same topology with `quorum_size` replicas per queue (at least 1).
+    /// Every process of a deployment must use the same value: RabbitMQ
+    /// refuses a declare whose arguments differ from the queue's.
+    #[must_use]
+    pub fn with_quorum_size(mut self, quorum_size: u16) -> Self {
+        self.quorum_size = quorum_size.max(1);
+        self
     }
 
     /// The direct exchange events are published to: `{prefix}.events`.
@@ -101,6 +124,7 @@ impl Topology {
         // Quorum queues are replicated and fsync'd: a confirm means the message
         // survives the loss of a minority of nodes.
         args.insert("x-queue-type".into(), long_string("quorum"));
+        args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(self.quorum_size.into()));
         // One active consumer per shard is what turns "one conversation, one
         // shard" into "one conversation, processed in order".
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
@@ -123,9 +147,10 @@ impl Topology {
     /// 4.x a quorum queue declared without a limit drops a message after 20
     /// returns, and every listing returns each message it showed).
     #[must_use]
-    pub fn dead_letter_queue_arguments() -> FieldTable {
+    pub fn dead_letter_queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_string("quorum"));
+        args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(self.quorum_size.into()));
         args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT));
         args
     }
@@ -150,7 +175,7 @@ impl Topology {
             .await
             .map_err(Error::amqp(format!("declare exchange {dlx}")))?;
         channel
-            .queue_declare(dead.clone(), QueueDeclareOptions::durable(), Self::dead_letter_queue_arguments())
+            .queue_declare(dead.clone(), QueueDeclareOptions::durable(), self.dead_letter_queue_arguments())
             .await
             .map_err(Error::amqp(format!(
                 "declare queue {dead} (an inequivalent argument means it was declared by an earlier \
@@ -182,8 +207,9 @@ impl Topology {
                 .await
                 .map_err(Error::amqp(format!(
                     "declare queue {queue} (an inequivalent argument means it was declared by an \
-                     earlier version, with a delivery limit that dead-letters valid events: stop \
-                     every process and run `escalations topology migrate --yes`)"
+                     earlier version, e.g. with a delivery limit that dead-letters valid events, or \
+                     with another broker.quorum_size: stop every process and run `escalations \
+                     topology migrate --yes`)"
                 )))?;
             channel
                 .queue_bind(
@@ -263,6 +289,7 @@ mod tests {
         let args = Topology::new("esc", 4, 7).shard_queue_arguments();
         let get = |k: &str| args.inner().get(k).cloned();
         assert_eq!(get("x-queue-type"), Some(long_string("quorum")));
+        assert_eq!(get("x-quorum-initial-group-size"), Some(AMQPValue::LongInt(3)));
         assert_eq!(get("x-single-active-consumer"), Some(AMQPValue::Boolean(true)));
         // Not the configured 7: the broker never decides what is poison.
         assert_eq!(get("x-delivery-limit"), Some(AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT)));
@@ -273,11 +300,18 @@ mod tests {
 
     #[test]
     fn the_dead_letter_queue_has_a_limit_no_listing_reaches() {
-        let args = Topology::dead_letter_queue_arguments();
+        let args = Topology::new("esc", 4, 7).with_quorum_size(5).dead_letter_queue_arguments();
         let get = |k: &str| args.inner().get(k).cloned();
         assert_eq!(get("x-queue-type"), Some(long_string("quorum")));
+        assert_eq!(get("x-quorum-initial-group-size"), Some(AMQPValue::LongInt(5)));
         assert_eq!(get("x-delivery-limit"), Some(AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT)));
         assert_eq!(get("x-dead-letter-exchange"), None, "a dead letter goes nowhere else");
+    }
+
+    #[test]
+    fn the_quorum_size_is_at_least_one() {
+        let args = Topology::new("esc", 1, 1).with_quorum_size(0).shard_queue_arguments();
+        assert_eq!(args.inner().get("x-quorum-initial-group-size"), Some(&AMQPValue::LongInt(1)));
     }
 
     #[test]

@@ -297,7 +297,7 @@ async fn queues_of_an_earlier_version_are_recreated_with_their_messages_in_order
             .queue_declare(
                 t.dead_letter_queue().as_str().into(),
                 QueueDeclareOptions::durable(),
-                broker::Topology::dead_letter_queue_arguments(),
+                t.dead_letter_queue_arguments(),
             )
             .await
             .expect("current dead-letter arguments");

@@ -448,8 +448,9 @@ pub async fn run_woken_by(
     let store = Store::connect_for_batches(&db.url, &db.schema, db.pool_size)
         .with_context(|| format!("connecting to PostgreSQL at {}", settings::redact_url(&db.url)))?;
     let b = &settings.broker;
-    let mut config =
-        PublisherConfig::new(b.url.clone(), Topology::new(b.prefix.clone(), b.shards, b.delivery_limit));
+    let topology =
+        Topology::new(b.prefix.clone(), b.shards, b.delivery_limit).with_quorum_size(b.quorum_size);
+    let mut config = PublisherConfig::new(b.url.clone(), topology);
     config.channels = 1;
     config.confirm_timeout = Duration::from_millis(b.confirm_timeout_ms.max(1));
     let publisher = Arc::new(Publisher::connect(config));

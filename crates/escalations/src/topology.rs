@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use broker::Topology;
-use lapin::{Connection, ConnectionProperties};
+use lapin::ConnectionProperties;
 use settings::Settings;
 
 use crate::cli::TopologyAction;
@@ -10,10 +10,12 @@ use crate::cli::TopologyAction;
 /// Declares (idempotent) or deletes the exchanges and queues of `settings.broker`.
 pub async fn run(settings: &Settings, action: Option<TopologyAction>) -> anyhow::Result<()> {
     let b = &settings.broker;
-    let topology = Topology::new(b.prefix.clone(), b.shards, b.delivery_limit);
-    let connection = Connection::connect(&b.url, ConnectionProperties::default())
+    let topology =
+        Topology::new(b.prefix.clone(), b.shards, b.delivery_limit).with_quorum_size(b.quorum_size);
+    let (connection, _node) = broker::Nodes::new(&b.url)
+        .connect(ConnectionProperties::default(), std::time::Duration::from_secs(10))
         .await
-        .with_context(|| format!("connecting to RabbitMQ at {}", settings::redact_url(&b.url)))?;
+        .with_context(|| format!("connecting to RabbitMQ at {}", settings::redact_urls(&b.url)))?;
     let channel = connection.create_channel().await.context("opening a channel")?;
     match action.unwrap_or(TopologyAction::Declare) {
         TopologyAction::Declare => {

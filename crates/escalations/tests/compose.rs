@@ -1,8 +1,9 @@
-//! `docker-compose.yml` runs what the binary offers: its services are the
-//! roles users expect, each `command` is a subcommand of `escalations` with
-//! flags that subcommand takes, and `config/compose.toml`, which every
-//! service mounts, is valid settings for that network. (`.ci/run` checks the
-//! file itself against the Compose Specification's JSON schema.)
+//! `docker-compose.yml` and `docker-compose.cluster.yml` run what the binary
+//! offers: their services are the roles users expect, each `command` is a
+//! subcommand of `escalations` with flags that subcommand takes, and
+//! `config/compose.toml` and `config/compose-cluster.toml`, which their
+//! services mount, are valid settings for those networks. (`.ci/run` checks
+//! the files themselves against the Compose Specification's JSON schema.)
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +14,8 @@ fn repository() -> PathBuf {
 }
 
 /// `service → command` of the compose file's `services:` (flow-style lists).
-fn services() -> BTreeMap<String, Option<Vec<String>>> {
-    let text = std::fs::read_to_string(repository().join("docker-compose.yml")).expect("docker-compose.yml");
+fn services(file: &str) -> BTreeMap<String, Option<Vec<String>>> {
+    let text = std::fs::read_to_string(repository().join(file)).expect(file);
     let mut services = BTreeMap::new();
     let mut in_services = false;
     let mut current: Option<String> = None;
@@ -48,12 +49,67 @@ fn help(args: &[&str]) -> String {
 
 #[test]
 fn every_service_runs_a_subcommand_of_the_binary_with_flags_it_takes() {
-    let services = services();
+    let services = services("docker-compose.yml");
     let names: Vec<&str> = services.keys().map(String::as_str).collect();
     assert_eq!(names, ["ingress", "migrate", "postgres", "rabbitmq", "simulator", "worker-1", "worker-2"]);
+    assert_eq!(roles(&services), ["ingress", "migrate", "simulate", "worker", "worker"]);
+}
+
+#[test]
+fn the_cluster_file_runs_three_brokers_two_ingress_and_three_workers() {
+    let services = services("docker-compose.cluster.yml");
+    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "ingress-1",
+            "ingress-2",
+            "migrate",
+            "postgres",
+            "rabbitmq-1",
+            "rabbitmq-2",
+            "rabbitmq-3",
+            "simulator",
+            "worker-1",
+            "worker-2",
+            "worker-3"
+        ]
+    );
+    assert_eq!(roles(&services), ["ingress", "ingress", "migrate", "simulate", "worker", "worker", "worker"]);
+    let text = std::fs::read_to_string(repository().join("config/compose-cluster.toml")).expect("settings");
+    let settings = settings::Settings::from_sources(Some(&text), std::iter::empty()).expect("valid settings");
+    let hosts: Vec<String> = settings
+        .broker
+        .urls()
+        .iter()
+        .map(|url| {
+            url.split('@').nth(1).and_then(|rest| rest.split(':').next()).unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"],
+        "every node of the cluster, by service name"
+    );
+    assert_eq!(settings.broker.quorum_size, 3);
+    let compose = std::fs::read_to_string(repository().join("docker-compose.cluster.yml")).expect("compose");
+    assert!(
+        compose.contains("./config/compose-cluster.toml:/etc/escalations/config.toml"),
+        "settings mounted"
+    );
+    let nodes =
+        std::fs::read_to_string(repository().join("deploy/rabbitmq/cluster.conf")).expect("node config");
+    for n in 1..=3 {
+        assert!(nodes.contains(&format!("rabbit@rabbitmq-{n}")), "node {n} in the peer list");
+    }
+}
+
+/// The subcommand of each service that runs the binary, checked against
+/// its `--help`, sorted.
+fn roles(services: &BTreeMap<String, Option<Vec<String>>>) -> Vec<&str> {
     let subcommands = help(&[]);
     let mut roles = Vec::new();
-    for (service, command) in &services {
+    for (service, command) in services {
         let Some(command) = command else { continue };
         let (subcommand, flags) = command.split_first().expect("a subcommand");
         assert!(
@@ -67,7 +123,7 @@ fn every_service_runs_a_subcommand_of_the_binary_with_flags_it_takes() {
         roles.push(subcommand.as_str());
     }
     roles.sort_unstable();
-    assert_eq!(roles, ["ingress", "migrate", "simulate", "worker", "worker"]);
+    roles
 }
 
 #[test]

@@ -173,7 +173,7 @@ async fn listing_many_times_never_consumes_or_drops_a_dead_letter() {
         .queue_declare(
             dead.as_str().into(),
             QueueDeclareOptions::durable(),
-            Topology::dead_letter_queue_arguments(),
+            topology.dead_letter_queue_arguments(),
         )
         .await
         .expect("the dead-letter queue has its explicit limit");

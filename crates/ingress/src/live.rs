@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use broker::live_exchange;
+use broker::nodes::Nodes;
 use domain::live::LiveUpdate;
 use domain::{Phase, ScopedEventId, Verdict};
 use lapin::types::ShortString;
@@ -139,7 +140,8 @@ pub struct Subscription {
 }
 
 impl LiveHub {
-    /// Connects to `url`, declares the live exchange of `prefix` and this
+    /// Connects to `url` (one node, or any node of a comma-separated list, see
+    /// [`broker::nodes`]), declares the live exchange of `prefix` and this
     /// instance's queue, and starts the supervisor task that consumes it and
     /// reconnects when the connection is lost.
     ///
@@ -149,8 +151,9 @@ impl LiveHub {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
         let exchange =
             ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
-        let first = Session::open(url, prefix, 1).await?;
-        Ok(Self::spawn(exchange, url, prefix, Some(first)))
+        let nodes = Arc::new(Nodes::new(url));
+        let first = Session::open(&nodes, prefix, 1).await?;
+        Ok(Self::spawn(exchange, nodes, prefix, Some(first)))
     }
 
     /// Like [`LiveHub::connect`], but never fails on the broker: with none
@@ -164,7 +167,7 @@ impl LiveHub {
     pub fn start(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
         let exchange =
             ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
-        Ok(Self::spawn(exchange, url, prefix, None))
+        Ok(Self::spawn(exchange, Arc::new(Nodes::new(url)), prefix, None))
     }
 
     /// Whether live delivery works now: a session is installed and was not
@@ -175,7 +178,7 @@ impl LiveHub {
 
     fn spawn(
         exchange: ShortString,
-        url: &str,
+        nodes: Arc<Nodes>,
         prefix: &str,
         first: Option<(Arc<Session>, lapin::Consumer)>,
     ) -> LiveHub {
@@ -195,7 +198,7 @@ impl LiveHub {
         let supervisor = Supervisor {
             // A weak handle: the task must not keep the hub (and its queue) alive.
             hub: Arc::downgrade(&hub.0),
-            url: url.to_owned(),
+            nodes,
             prefix: prefix.to_owned(),
             shutdown: hub.0.shutdown.clone(),
         };

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use broker::{Publisher, PublisherConfig, Topology};
-use settings::{Settings, redact_url};
+use settings::{Settings, redact_urls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,7 +26,8 @@ use crate::live::LiveHub;
 /// The publisher configuration the ingress uses for `settings`.
 pub fn publisher_config(settings: &Settings) -> PublisherConfig {
     let broker = &settings.broker;
-    let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit);
+    let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit)
+        .with_quorum_size(broker.quorum_size);
     let mut config = PublisherConfig::new(broker.url.clone(), topology);
     config.channels = broker.publish_channels;
     config.confirm_timeout = Duration::from_millis(broker.confirm_timeout_ms);
@@ -48,7 +49,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     info!(
         %addr,
-        broker = %redact_url(&settings.broker.url),
+        broker = %redact_urls(&settings.broker.url),
         prefix = %settings.broker.prefix,
         shards = settings.broker.shards,
         "ingress listening"

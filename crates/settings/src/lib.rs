@@ -18,7 +18,7 @@
 //! - [`show`]: [`Settings::to_redacted_toml`], what `escalations config check` prints.
 //! - [`demo`]: [`DemoConfig`], the demo widget page.
 //! - [`bots`]: [`BotConfig`], [`BotDefaults`], [`BotOverrides`], [`EffectiveBot`].
-//! - [`secret`]: [`Secret`] and [`redact_url`].
+//! - [`secret`]: [`Secret`], [`redact_url`] and [`redact_urls`].
 //! - [`validate`]: the rules, and [`Problems`] listing what broke them.
 //! - [`addresses`]: [`AddressPolicy`] and the one table of address ranges webhooks are
 //!   refused, used by `config check` and by the delivery guard.
@@ -40,7 +40,7 @@ pub use bots::{BotConfig, BotDefaults, BotOverrides, EffectiveBot, WEBHOOK_SECRE
 pub use demo::DemoConfig;
 pub use load::{BOTS_JSON_VAR, ENV_PREFIX, ENV_SEPARATOR, Settings};
 pub use roles::{AdminConfig, Role, WorkerSettings};
-pub use secret::{Secret, redact_url};
+pub use secret::{Secret, redact_url, redact_urls};
 pub use sections::{
     BrokerConfig, DatabaseConfig, HttpConfig, LogConfig, LogFormat, WebhookConfig, WidgetConfig,
 };

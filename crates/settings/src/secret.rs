@@ -163,7 +163,15 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `raw` with any password replaced by `***`, for logging broker and database URLs.
 /// A value that does not parse as a URL is not echoed at all.
+///
+/// A PostgreSQL URL naming several hosts (`postgres://u:pw@h1:5432,h2:5432/db`) keeps its
+/// host list.
 pub fn redact_url(raw: &str) -> String {
+    if let Some(hosts) = MultiHost::parse(raw) {
+        let shown = redact_url(&hosts.with_first_host());
+        // `shown` names only the first host; put the whole list back.
+        return shown.replacen(hosts.first(), hosts.list, 1);
+    }
     match url::Url::parse(raw) {
         Ok(mut url) => {
             if url.password().is_some() {
@@ -174,6 +182,48 @@ pub fn redact_url(raw: &str) -> String {
         }
         Err(_) => "<not a valid URL>".to_owned(),
     }
+}
+
+/// A URL whose authority lists several `host[:port]`s separated by commas, as libpq and
+/// tokio-postgres accept (`postgres://user@h1:5432,h2:5433/db?target_session_attrs=read-write`).
+pub(crate) struct MultiHost<'a> {
+    raw: &'a str,
+    /// The comma-separated host list, as written.
+    pub(crate) list: &'a str,
+}
+
+impl<'a> MultiHost<'a> {
+    /// `Some` only if the authority has a comma.
+    pub(crate) fn parse(raw: &'a str) -> Option<Self> {
+        let (_, rest) = raw.split_once("://")?;
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let list = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
+        list.contains(',').then_some(Self { raw, list })
+    }
+
+    /// The first `host[:port]` of the list.
+    pub(crate) fn first(&self) -> &'a str {
+        self.list.split(',').next().unwrap_or_default()
+    }
+
+    /// Every `host[:port]` of the list.
+    pub(crate) fn hosts(&self) -> impl Iterator<Item = &'a str> {
+        self.list.split(',')
+    }
+
+    /// The URL with only `host` in place of the list (to parse or redact it as one URL).
+    pub(crate) fn with_host(&self, host: &str) -> String {
+        self.raw.replacen(self.list, host, 1)
+    }
+
+    fn with_first_host(&self) -> String {
+        self.with_host(self.first())
+    }
+}
+
+/// [`redact_url`] of each URL of a comma-separated node list (`broker.url`), joined again.
+pub fn redact_urls(list: &str) -> String {
+    crate::sections::split_urls(list).iter().map(|url| redact_url(url)).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -223,5 +273,13 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://postgres@db:5432/x"), "postgres://postgres@db:5432/x");
         assert_eq!(redact_url("not a url secret"), "<not a valid URL>");
+        assert_eq!(
+            redact_url("postgres://u:pw@db1:5432,db2:5433/x?target_session_attrs=read-write"),
+            "postgres://u:***@db1:5432,db2:5433/x?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            redact_urls("amqp://u:a@h1/%2f,amqp://u:b@h2/%2f"),
+            "amqp://u:***@h1/%2f,amqp://u:***@h2/%2f"
+        );
     }
 }

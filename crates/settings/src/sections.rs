@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::{Secret, redact_url};
+use crate::secret::{Secret, redact_url, redact_urls};
 
 /// The HTTP edge (`[http]`): where the ingress listens and how it treats requests.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -53,9 +53,13 @@ impl Default for HttpConfig {
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// AMQP URL (`amqp://` or `amqps://`), including credentials and vhost.
+    /// AMQP URL (`amqp://` or `amqps://`), including credentials and vhost; for a RabbitMQ
+    /// cluster, the URLs of its nodes: a TOML array, or one string with the URLs separated
+    /// by commas (as `ESCALATIONS__BROKER__URL` gives them). Every connection goes to any
+    /// node that answers and moves to another when its node goes away. Held as one string,
+    /// the URLs joined by commas; [`BrokerConfig::urls`] splits it.
     /// Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    #[serde(serialize_with = "crate::show::redacted_url")]
+    #[serde(serialize_with = "crate::show::redacted_urls", deserialize_with = "one_or_many_urls")]
     pub url: String,
     /// Prefix of every exchange and queue name, so several deployments (or tests) can share
     /// a vhost. 1–64 characters of `[A-Za-z0-9._-]`, not starting with `amq.` (reserved by
@@ -80,6 +84,74 @@ pub struct BrokerConfig {
     /// Milliseconds to wait for a publisher confirm before the publish counts as failed
     /// (and the HTTP caller gets `503`). At least 1. Default 5000.
     pub confirm_timeout_ms: u64,
+    /// Replicas of each quorum queue (`x-quorum-initial-group-size` of the shard and
+    /// dead-letter queues). RabbitMQ places a queue on every node when the cluster has fewer,
+    /// so 3 also suits a single node. The same on every process; changing it for existing
+    /// queues needs `escalations topology migrate --yes`. 1–255. Default 3.
+    pub quorum_size: u16,
+}
+
+impl BrokerConfig {
+    /// The node URLs of `url`: split at each comma that starts a new `scheme://` URL (a comma
+    /// anywhere else, e.g. in a password, stays), trimmed, empty entries dropped. The same
+    /// rule as `broker::nodes::split_urls`.
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        split_urls(&self.url)
+    }
+}
+
+/// See [`BrokerConfig::urls`].
+pub(crate) fn split_urls(list: &str) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    for piece in list.split(',') {
+        if piece.trim().is_empty() {
+            continue;
+        }
+        let starts_url = starts_with_scheme(piece);
+        match urls.last_mut() {
+            Some(previous) if !starts_url => {
+                previous.push(',');
+                previous.push_str(piece);
+            }
+            _ => urls.push(piece.to_owned()),
+        }
+    }
+    urls.into_iter().map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()
+}
+
+/// Whether `piece` starts (after blanks) with `scheme://`.
+fn starts_with_scheme(piece: &str) -> bool {
+    piece.trim_start().split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
+}
+
+/// `broker.url` as one string or an array of strings; an array is joined with commas.
+fn one_or_many_urls<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(deserializer) {
+        Ok(OneOrMany::One(url)) => Ok(url),
+        Ok(OneOrMany::Many(urls)) => {
+            // Joined, an entry that is not a URL would read as the end of the one before.
+            if let Some((i, url)) = urls
+                .iter()
+                .enumerate()
+                .find(|(_, url)| !starts_with_scheme(url) || split_urls(url).len() != 1)
+            {
+                return Err(serde::de::Error::custom(format!(
+                    "entry [{i}] ({url:?}) is not one scheme://… URL"
+                )));
+            }
+            Ok(urls.iter().map(|u| u.trim()).collect::<Vec<_>>().join(","))
+        }
+        Err(_) => Err(serde::de::Error::custom("expected a URL or a list of URLs")),
+    }
 }
 
 impl Default for BrokerConfig {
@@ -92,6 +164,7 @@ impl Default for BrokerConfig {
             publish_channels: 8,
             prefetch: 256,
             confirm_timeout_ms: 5000,
+            quorum_size: 3,
         }
     }
 }
@@ -99,13 +172,14 @@ impl Default for BrokerConfig {
 impl fmt::Debug for BrokerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact_urls(&self.url))
             .field("prefix", &self.prefix)
             .field("shards", &self.shards)
             .field("delivery_limit", &self.delivery_limit)
             .field("publish_channels", &self.publish_channels)
             .field("prefetch", &self.prefetch)
             .field("confirm_timeout_ms", &self.confirm_timeout_ms)
+            .field("quorum_size", &self.quorum_size)
             .finish()
     }
 }

@@ -7,11 +7,24 @@ use serde::Serializer;
 use toml::{Table, Value};
 
 use crate::Settings;
-use crate::secret::redact_url;
+use crate::secret::{redact_url, redact_urls};
 
 /// `serialize_with` for URLs that may carry a password.
 pub(crate) fn redacted_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&redact_url(url))
+}
+
+/// `serialize_with` for `broker.url`: one URL as a string, several as an array, each
+/// with its password hidden.
+pub(crate) fn redacted_urls<S: Serializer>(list: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    let urls = crate::sections::split_urls(list);
+    if urls.len() == 1 {
+        return serializer.serialize_str(&redact_url(&urls[0]));
+    }
+    if urls.is_empty() {
+        return serializer.serialize_str(&redact_urls(list));
+    }
+    serializer.collect_seq(urls.iter().map(|url| redact_url(url)))
 }
 
 impl Settings {

@@ -135,7 +135,15 @@ pub(crate) fn settings(s: &Settings, url_errors: Vec<Option<String>>) -> Problem
         c.fail("http.escalate_wait_ms", "must be at most 10000 (10 s)");
     }
 
-    check_url(&mut c, "broker.url", &s.broker.url, &["amqp", "amqps"]);
+    match s.broker.urls().as_slice() {
+        [] => c.fail("broker.url", "at least one amqp or amqps URL is required"),
+        [url] => check_url(&mut c, "broker.url", url, &["amqp", "amqps"]),
+        urls => {
+            for (i, url) in urls.iter().enumerate() {
+                check_url(&mut c, &format!("broker.url[{i}]"), url, &["amqp", "amqps"]);
+            }
+        }
+    }
     let prefix = &s.broker.prefix;
     if prefix.is_empty() || prefix.len() > 64 || !is_name(prefix) {
         c.fail("broker.prefix", "must be 1-64 characters of [A-Za-z0-9._-]");
@@ -149,8 +157,11 @@ pub(crate) fn settings(s: &Settings, url_errors: Vec<Option<String>>) -> Problem
     c.at_least_one("broker.publish_channels", s.broker.publish_channels as u64);
     c.at_least_one("broker.prefetch", s.broker.prefetch.into());
     c.at_least_one("broker.confirm_timeout_ms", s.broker.confirm_timeout_ms);
+    if !(1..=255).contains(&s.broker.quorum_size) {
+        c.fail("broker.quorum_size", "must be between 1 and 255");
+    }
 
-    check_url(&mut c, "database.url", &s.database.url, &["postgres", "postgresql"]);
+    check_database_url(&mut c, "database.url", &s.database.url);
     let schema = &s.database.schema;
     if !is_sql_identifier(schema) {
         c.fail("database.schema", "must be a plain SQL identifier: [a-z_][a-z0-9_]*, at most 63 characters");
@@ -330,6 +341,31 @@ fn check_url(c: &mut Checker, key: &str, raw: &str, schemes: &[&str]) {
         Ok(url) if schemes.contains(&url.scheme()) => {}
         Ok(_) => c.fail(key, format!("must be a {wanted} URL")),
         Err(e) => c.fail(key, format!("must be a {wanted} URL ({e})")),
+    }
+}
+
+/// One host, or several (`postgres://u@h1:5432,h2:5432/db`): then each must parse, and
+/// `target_session_attrs=read-write` must be there, or a connection could land on a standby.
+fn check_database_url(c: &mut Checker, key: &str, raw: &str) {
+    let schemes = ["postgres", "postgresql"];
+    let Some(hosts) = crate::secret::MultiHost::parse(raw) else {
+        return check_url(c, key, raw, &schemes);
+    };
+    for host in hosts.hosts() {
+        if host.trim().is_empty() {
+            return c.fail(key, "must not list an empty host");
+        }
+        let before = c.0.len();
+        check_url(c, key, &hosts.with_host(host), &schemes);
+        if c.0.len() > before {
+            return;
+        }
+    }
+    let read_write = Url::parse(&hosts.with_host(hosts.first())).is_ok_and(|url| {
+        url.query_pairs().any(|(name, value)| name == "target_session_attrs" && value == "read-write")
+    });
+    if !read_write {
+        c.fail(key, "several hosts need target_session_attrs=read-write, or writes could go to a standby");
     }
 }
 

@@ -397,7 +397,7 @@ fn section_debug_shows_every_field_but_passwords() {
     assert_eq!(
         broker,
         "BrokerConfig { url: \"amqp://guest:***@127.0.0.1:5672/%2f\", prefix: \"escalations\", shards: 32, \
-         delivery_limit: 5, publish_channels: 8, prefetch: 256, confirm_timeout_ms: 5000 }"
+         delivery_limit: 5, publish_channels: 8, prefetch: 256, confirm_timeout_ms: 5000, quorum_size: 3 }"
     );
     let database = DatabaseConfig { url: "postgres://u:pw@db:5432/app".into(), ..DatabaseConfig::default() };
     assert_eq!(

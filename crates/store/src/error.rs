@@ -62,8 +62,10 @@ impl Error {
                     let code = state.code();
                     // 08 connection exception, 40 transaction rollback
                     // (serialization failure, deadlock), 53 insufficient
-                    // resources, 57 operator intervention (shutdown, cancel).
-                    ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class))
+                    // resources, 57 operator intervention (shutdown, cancel),
+                    // 25006 read-only transaction: the host is a standby now
+                    // (a failover); the pool drops such connections.
+                    code == "25006" || ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class))
                 }
             },
             Error::InvalidSchema(_)

@@ -4,8 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
+use tokio_postgres::config::TargetSessionAttrs;
 
 use crate::error::{Error, Result};
 use crate::executor;
@@ -40,6 +41,11 @@ const KEYED_ONLY: &str = "-c enable_seqscan=off -c enable_hashjoin=off -c enable
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Checking a pooled connection before reuse gives up after this long.
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// With several hosts (`target_session_attrs=read-write`), a pooled connection
+/// idle for longer than this is asked whether its host still takes writes
+/// before it is reused; one in steady use is not (a PostgreSQL primary only
+/// becomes a standby through a restart, which closes its connections anyway).
+const READ_WRITE_CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Builds a pool of at most `pool_size` connections to `url`, working in
@@ -81,14 +87,28 @@ impl Store {
             config.application_name("escalations");
         }
         let listen_config = Arc::new(config.clone());
+        let read_write = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
         let manager =
             Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
+        let mut builder = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(CREATE_TIMEOUT))
-            .recycle_timeout(Some(RECYCLE_TIMEOUT))
-            .build()?;
+            .recycle_timeout(Some(RECYCLE_TIMEOUT));
+        if read_write {
+            builder = builder.post_recycle(Hook::async_fn(|client, metrics| {
+                Box::pin(async move {
+                    if metrics.last_used() < READ_WRITE_CHECK_AFTER_IDLE || still_writable(client).await {
+                        Ok(())
+                    } else {
+                        // Dropped: the pool takes or makes another connection,
+                        // which target_session_attrs sends to the primary.
+                        Err(HookError::Message("the host no longer takes writes (a standby now)".into()))
+                    }
+                })
+            }));
+        }
+        let pool = builder.build()?;
         Ok(Store { pool, schema: schema.into(), config: listen_config })
     }
 
@@ -146,6 +166,18 @@ impl Store {
     pub(crate) fn qualify(&self, sql: &str) -> String {
         sql.replace("{schema}", &self.quoted_schema())
     }
+}
+
+/// Whether the connection's host still takes writes (`transaction_read_only`
+/// is off): after a failover the old primary, if it came back, is a standby.
+async fn still_writable(client: &tokio_postgres::Client) -> bool {
+    let asked =
+        tokio::time::timeout(RECYCLE_TIMEOUT, client.simple_query("SHOW transaction_read_only")).await;
+    let Ok(Ok(messages)) = asked else { return false };
+    messages.iter().any(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("off"),
+        _ => false,
+    })
 }
 
 /// Accepts a plain lowercase identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes

@@ -5,26 +5,47 @@
 //! restarts it on its next tick, and the restart asks for a connection here,
 //! which reconnects (and re-declares the topology, which is idempotent) only
 //! if the current one is no longer usable.
+//!
+//! With several node URLs (a cluster, see [`broker::nodes`]) a reconnect goes
+//! to any node that answers, the one that went away last. After a failed
+//! attempt the next one waits a jittered, doubling delay (up to 5 s); asks in
+//! between fail at once, so the shards of a worker whose broker is away do
+//! not hammer it, nor all come back in the same instant.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use broker::Topology;
+use broker::nodes::{Nodes, jittered};
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::error::Result;
 
-/// Connecting and declaring give up after this long, so a broker that is down
-/// costs a shard one lease tick, not a hang.
+/// Connecting to one node, and declaring once connected, give up after this
+/// long, so a broker that is down costs a shard one lease tick, not a hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first wait after a failed connect; doubled per failure...
+const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
+/// ...up to this.
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// See the module docs.
 pub(crate) struct Amqp {
-    url: String,
+    nodes: Nodes,
     topology: Topology,
     name: String,
-    current: Mutex<Option<Arc<Connection>>>,
+    current: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    connection: Option<Arc<Connection>>,
+    /// After a failed connect: no new attempt before this.
+    retry_at: Option<Instant>,
+    /// The delay the next failure waits (before jitter).
+    delay: Duration,
 }
 
 impl std::fmt::Debug for Amqp {
@@ -35,59 +56,74 @@ impl std::fmt::Debug for Amqp {
 }
 
 impl Amqp {
+    /// `url`: one node's URL or a comma-separated list of them.
     pub(crate) fn new(url: &str, topology: Topology, worker_id: &str) -> Self {
         let name = format!("{}-worker-{worker_id}", topology.prefix);
-        Self { url: url.to_owned(), topology, name, current: Mutex::new(None) }
+        Self { nodes: Nodes::new(url), topology, name, current: Mutex::new(State::default()) }
     }
 
     /// The current connection if it is usable, else a new one with the
-    /// topology declared on it.
+    /// topology declared on it (unless a failed attempt was too recent: then
+    /// an error at once).
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>> {
         let mut current = self.current.lock().await;
-        if let Some(connection) = current.as_ref()
+        if let Some(connection) = current.connection.as_ref()
             && connection.status().connected()
         {
             return Ok(connection.clone());
         }
-        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
-            Ok(connected) => connected?,
-            Err(_elapsed) => {
-                return Err(broker::Error::Amqp {
-                    context: format!("connect within {CONNECT_TIMEOUT:?}"),
-                    source: lapin::ErrorKind::IOError(Arc::new(std::io::Error::from(
-                        std::io::ErrorKind::TimedOut,
-                    )))
-                    .into(),
-                }
-                .into());
+        if let Some(retry_at) = current.retry_at
+            && Instant::now() < retry_at
+        {
+            return Err(
+                timed_out(format!("reconnect (backing off for {:?})", retry_at - Instant::now())).into()
+            );
+        }
+        match self.connect().await {
+            Ok((connection, node)) => {
+                tracing::info!(connection = %self.name, %node, "connected to the broker");
+                let connection = Arc::new(connection);
+                *current =
+                    State { connection: Some(connection.clone()), retry_at: None, delay: RETRY_DELAY_MIN };
+                Ok(connection)
             }
-        };
-        tracing::info!(connection = %self.name, "connected to the broker");
-        let connection = Arc::new(connection);
-        *current = Some(connection.clone());
-        Ok(connection)
+            Err(error) => {
+                let delay = current.delay.clamp(RETRY_DELAY_MIN, RETRY_DELAY_MAX);
+                current.retry_at = Some(Instant::now() + jittered(delay));
+                current.delay = delay.saturating_mul(2).min(RETRY_DELAY_MAX);
+                current.connection = None;
+                Err(error)
+            }
+        }
     }
 
-    async fn connect(&self) -> Result<Connection> {
+    async fn connect(&self) -> Result<(Connection, String)> {
         let properties = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        let connection = Connection::connect(&self.url, properties)
-            .await
-            .map_err(|source| broker::Error::Amqp { context: "connect".to_owned(), source })?;
+        let (connection, node) = self.nodes.connect(properties, CONNECT_TIMEOUT).await?;
         // Consumers need their queues; declaring here means a worker that
         // starts before any ingress does not fail on a fresh broker.
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|source| broker::Error::Amqp { context: "open channel".to_owned(), source })?;
-        self.topology.declare(&channel).await?;
-        let _ = channel.close(200, "OK".into()).await;
-        Ok(connection)
+        let declared = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|source| broker::Error::Amqp { context: "open channel".to_owned(), source })?;
+            self.topology.declare(&channel).await?;
+            let _ = channel.close(200, "OK".into()).await;
+            Ok::<_, broker::Error>(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(timed_out(format!("declare the topology within {CONNECT_TIMEOUT:?}"))));
+        if let Err(error) = declared {
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection.close(200, "OK".into())).await;
+            return Err(error.into());
+        }
+        Ok((connection, node))
     }
 
     /// Closes the connection, if open. Unacked deliveries of any channel
     /// still open go back to their queues.
     pub(crate) async fn close(&self) {
-        let connection = self.current.lock().await.take();
+        let connection = self.current.lock().await.connection.take();
         if let Some(connection) = connection
             && connection.status().connected()
             && let Err(error) =
@@ -95,5 +131,13 @@ impl Amqp {
         {
             tracing::debug!(%error, "closing the broker connection timed out");
         }
+    }
+}
+
+fn timed_out(context: String) -> broker::Error {
+    broker::Error::Amqp {
+        context,
+        source: lapin::ErrorKind::IOError(Arc::new(std::io::Error::from(std::io::ErrorKind::TimedOut)))
+            .into(),
     }
 }

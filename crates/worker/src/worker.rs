@@ -79,7 +79,8 @@ impl Worker {
         let database = &settings.database;
         let store = Store::connect_for_batches(&database.url, &database.schema, database.pool_size)?;
         let control = Store::connect(&database.url, &database.schema, 2)?;
-        let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit);
+        let topology = Topology::new(broker.prefix.clone(), broker.shards, broker.delivery_limit)
+            .with_quorum_size(broker.quorum_size);
         let amqp = Amqp::new(&broker.url, topology.clone(), &config.worker_id);
         // A connection of its own, so announcing never contends with consuming.
         let live_amqp = Amqp::new(&broker.url, topology.clone(), &format!("{}-live", config.worker_id));

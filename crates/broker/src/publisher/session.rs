@@ -7,6 +7,7 @@
 
 use super::PublisherConfig;
 use crate::error::{Error, Result};
+use crate::nodes::{Nodes, jittered, redact_list};
 use futures::{StreamExt, stream::BoxStream};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event,
@@ -40,6 +41,8 @@ const WARN_EVERY_N_FAILURES: u32 = 20;
 /// State shared between the [`super::Publisher`] handle and its supervisor.
 pub(super) struct Shared {
     pub(super) config: PublisherConfig,
+    /// The node URLs of `config.url`, and which one to try next.
+    nodes: Nodes,
     current: RwLock<Option<Arc<Session>>>,
     /// Lets a failed publish cut the supervisor's health-check wait short.
     wake: Notify,
@@ -50,6 +53,7 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn new(config: PublisherConfig) -> Self {
         Self {
+            nodes: Nodes::new(&config.url),
             config,
             current: RwLock::new(None),
             wake: Notify::new(),
@@ -117,13 +121,15 @@ struct Lane {
 }
 
 impl Session {
-    async fn open(config: &PublisherConfig, generation: u64) -> Result<Self> {
+    async fn open(config: &PublisherConfig, nodes: &Nodes, generation: u64) -> Result<Self> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("{}-publisher", config.topology.prefix).into());
-        let connection =
-            Connection::connect(&config.url, properties).await.map_err(Error::amqp("connect"))?;
+        let (connection, node) = nodes.connect(properties, config.connect_timeout).await?;
         match Self::prepare(&connection, config).await {
-            Ok(lanes) => Ok(Self { generation, connection, lanes }),
+            Ok(lanes) => {
+                info!(generation, %node, "publisher connected to broker node");
+                Ok(Self { generation, connection, lanes })
+            }
             Err(error) => {
                 // Otherwise a persistent declare failure would leak one
                 // connection per retry until lapin notices the drop.
@@ -281,17 +287,20 @@ async fn supervise_in_span(shared: Arc<Shared>) {
     let mut delay = min_delay;
     let mut failures: u32 = 0;
     let mut generation: u64 = 0;
-    info!(url = %super::redact(&config.url), "publisher starting; unavailable until connected");
+    // Each node gets the connect timeout, and declaring gets it once more.
+    let nodes = u32::try_from(shared.nodes.len()).unwrap_or(u32::MAX).max(1);
+    let open_timeout = config.connect_timeout.saturating_mul(nodes.saturating_add(1));
+    info!(url = %redact_list(&config.url), "publisher starting; unavailable until connected");
 
     loop {
         generation += 1;
         let attempt = tokio::select! {
             () = shared.shutdown.cancelled() => break,
-            attempt = tokio::time::timeout(config.connect_timeout, Session::open(config, generation)) => attempt,
+            attempt = tokio::time::timeout(open_timeout, Session::open(config, &shared.nodes, generation)) => attempt,
         };
         let opened = match attempt {
             Ok(opened) => opened.map_err(|error| error.to_string()),
-            Err(_) => Err(format!("no connection within {:?}", config.connect_timeout)),
+            Err(_) => Err(format!("no connection within {open_timeout:?}")),
         };
         match opened {
             Ok(session) => {
@@ -333,7 +342,7 @@ async fn supervise_in_span(shared: Arc<Shared>) {
         }
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(jittered(delay)) => {}
         }
         delay = delay.saturating_mul(2).min(max_delay);
     }

@@ -94,14 +94,57 @@ impl PrivateRabbit {
     /// Starts a fresh node and waits until it accepts connections (about
     /// 10 s on a busy 2-core machine).
     pub fn start() -> PrivateRabbit {
+        let cookie = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+        let mut rabbit = PrivateRabbit::prepare(cookie, "");
+        rabbit.start_again();
+        rabbit
+    }
+
+    /// Starts `n` fresh nodes sharing one Erlang cookie (at the same time)
+    /// and joins each to the first (`stop_app`, `join_cluster`,
+    /// `start_app`): a cluster of their own, which the machine's node is no
+    /// part of. Queue leaders are spread over the nodes
+    /// (`queue_leader_locator = balanced`). Dropping the nodes removes the
+    /// cluster with them.
+    pub fn start_cluster(n: usize) -> Vec<PrivateRabbit> {
+        let cookie = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+        let mut nodes: Vec<PrivateRabbit> = (0..n)
+            .map(|_| PrivateRabbit::prepare(cookie.clone(), "queue_leader_locator = balanced\n"))
+            .collect();
+        std::thread::scope(|scope| {
+            for node in &mut nodes {
+                scope.spawn(move || node.start_again());
+            }
+        });
+        let first = nodes[0].node.clone();
+        for node in &nodes[1..] {
+            for args in [&["stop_app"][..], &["join_cluster", &first], &["start_app"]] {
+                let out = node.ctl(args);
+                assert!(
+                    out.status.success(),
+                    "{} {args:?}: {}{}",
+                    node.node,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            node.await_startup();
+        }
+        nodes
+    }
+
+    /// A node's files and folders, not started.
+    fn prepare(cookie: String, extra_config: &str) -> PrivateRabbit {
         let dir = owned_dir("rabbit", "rabbitmq");
         let port = free_port();
         let node = format!("chaos-{}-{port}@localhost", std::process::id());
-        std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n"))
-            .expect("config");
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\n{extra_config}"),
+        )
+        .expect("config");
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins");
         std::fs::write(dir.join("rabbitmq-env.conf"), "").expect("env file");
-        let cookie = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
         std::fs::write(dir.join(".erlang.cookie"), &cookie).expect("cookie");
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).expect("node folder");
@@ -113,9 +156,51 @@ impl PrivateRabbit {
             std::fs::set_permissions(dir.join(".erlang.cookie"), mode).expect("cookie mode");
         }
         chown_tree(&dir, "rabbitmq");
-        let mut rabbit = PrivateRabbit { node, port, dist_port: free_port(), cookie, dir, server: None };
-        rabbit.start_again();
-        rabbit
+        PrivateRabbit { node, port, dist_port: free_port(), cookie, dir, server: None }
+    }
+
+    /// Stops the broker application only (`rabbitmqctl stop_app`): the
+    /// Erlang node stays up and in the cluster, every client connection
+    /// to it is closed and its queue replicas are offline.
+    pub fn stop_app(&self) {
+        let out = self.ctl(&["stop_app"]);
+        assert!(out.status.success(), "stop_app {}: {}", self.node, String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts the broker application again and waits until it is up.
+    pub fn start_app(&self) {
+        let out = self.ctl(&["start_app"]);
+        assert!(out.status.success(), "start_app {}: {}", self.node, String::from_utf8_lossy(&out.stderr));
+        self.await_startup();
+    }
+
+    /// Whether the node (its Erlang VM) is running.
+    pub fn running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    fn await_startup(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !self.ctl(&["await_startup", "-t", "5"]).status.success() {
+            assert!(Instant::now() < deadline, "{} not up within 90 s:\n{}", self.node, self.log_tail());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// How many of the queues whose names start with `prefix` each node
+    /// leads, asked of this node (`list_queues name leader`).
+    pub fn leaders(&self, prefix: &str) -> std::collections::BTreeMap<String, usize> {
+        let out = self.ctl(&["-q", "list_queues", "name", "leader", "--formatter", "json"]);
+        assert!(out.status.success(), "list_queues: {}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("list_queues json");
+        let mut leaders = std::collections::BTreeMap::new();
+        for row in rows {
+            if row["name"].as_str().is_some_and(|name| name.starts_with(prefix)) {
+                let leader = row["leader"].as_str().unwrap_or_default().to_owned();
+                *leaders.entry(leader).or_insert(0) += 1;
+            }
+        }
+        leaders
     }
 
     /// `amqp://guest:guest@127.0.0.1:{port}/%2f`.
@@ -198,11 +283,28 @@ impl PrivateRabbit {
         let _ = server.wait();
     }
 
+    /// Crashes the node: SIGKILL to its Erlang VM, no goodbye to clients or
+    /// to the other nodes of its cluster. Waits until it is gone.
+    pub fn kill(&mut self) {
+        let Some(mut server) = self.server.take() else { return };
+        self.kill_beam();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = server.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+
     /// SIGKILLs the Erlang VM named in the pid file (the runuser wrapper's
     /// child), when a clean stop did not work.
     fn kill_beam(&self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("node.pid")) {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.trim()).status();
+            // Quiet: on drop the VM is usually gone already.
+            let _ = Command::new("kill").arg("-KILL").arg(pid.trim()).stderr(Stdio::null()).status();
         }
     }
 
@@ -285,6 +387,56 @@ impl PrivatePostgres {
             std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
         );
         self.running = true;
+    }
+
+    /// Makes this cluster a primary whose commits wait for a standby
+    /// (`synchronous_standby_names = '*'`, `synchronous_commit = on`): a
+    /// transaction is committed only once a standby has its WAL on disk, so
+    /// a promoted standby has every commit, even after a crash of this one.
+    pub fn require_synchronous_standby(&self) {
+        self.psql(&["ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()"]);
+    }
+
+    /// Runs each statement with `psql -c` (one transaction each: ALTER
+    /// SYSTEM refuses to run inside a larger one).
+    pub fn psql(&self, statements: &[&str]) {
+        let mut command = Command::new(pg_program("psql"));
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-v", "ON_ERROR_STOP=1"]);
+        for statement in statements {
+            command.args(["-c", statement]);
+        }
+        let out = command.output().expect("run psql");
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A streaming standby of this cluster on a port of its own
+    /// (`pg_basebackup -R`: a base backup that starts as a standby of this
+    /// one), started and streaming.
+    pub fn start_standby(&self) -> PrivatePostgres {
+        let dir = owned_dir("postgres", "postgres");
+        let backup = command_as("postgres", &pg_program("pg_basebackup"), &dir)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            .current_dir(&dir)
+            .output()
+            .expect("run pg_basebackup");
+        if !backup.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("pg_basebackup: {}", String::from_utf8_lossy(&backup.stderr));
+        }
+        let mut standby = PrivatePostgres { port: free_port(), dir, running: false };
+        standby.start_again();
+        standby
+    }
+
+    /// Promotes this standby to a primary and waits until it takes writes.
+    pub fn promote(&self) {
+        let out = self.pg_ctl(&["-w", "-t", "60", "promote"]);
+        assert!(out.status.success(), "pg_ctl promote: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Stops the cluster: `fast` closes every session cleanly, `immediate`

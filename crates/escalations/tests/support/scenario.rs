@@ -241,8 +241,10 @@ async fn read_stream(
 /// which neither consumes nor counts a delivery).
 async fn dead_queue_depth(deployment: &Deployment) -> usize {
     let topology = broker::Topology::new(deployment.prefix.clone(), 1, 1);
-    let url = deployment.amqp_url();
-    let Ok(connection) = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+    // Any node of a cluster will do.
+    let nodes = broker::Nodes::new(&deployment.amqp_url());
+    let Ok((connection, _node)) =
+        nodes.connect(lapin::ConnectionProperties::default(), Duration::from_secs(10)).await
     else {
         return usize::MAX;
     };

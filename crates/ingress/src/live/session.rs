@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use broker::nodes::{Nodes, jittered};
 use broker::{VERDICTS_TYPE, declare_live, live_routing_key};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
@@ -26,7 +27,8 @@ use super::{Hub, Key};
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
 /// The longest reconnect delay; a connection that stayed up this long resets it.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
-/// A reconnect attempt (connect, declare, consume) taking longer has failed.
+/// Connecting to one node taking longer has failed; so has declaring and
+/// consuming once connected.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the supervisor checks the connection and channel status: a
 /// channel closed by the broker (a refused bind) only shows up there.
@@ -55,17 +57,23 @@ impl Session {
         self.queue.as_str()
     }
 
-    /// Connects, declares the exchange and a new exclusive, auto-delete queue
-    /// and starts consuming it (no-ack: a lost message is filled from the database).
+    /// Connects to any node of `nodes`, declares the exchange and a new
+    /// exclusive, auto-delete queue and starts consuming it (no-ack: a lost
+    /// message is filled from the database).
     pub(super) async fn open(
-        url: &str,
+        nodes: &Nodes,
         prefix: &str,
         generation: u64,
     ) -> anyhow::Result<(Arc<Session>, Consumer)> {
         let properties =
             ConnectionProperties::default().with_connection_name(format!("{prefix}-live").into());
-        let connection = Connection::connect(url, properties).await.context("connecting for live updates")?;
-        match Self::prepare(&connection, prefix).await {
+        let (connection, node) =
+            nodes.connect(properties, CONNECT_TIMEOUT).await.context("connecting for live updates")?;
+        debug!(%node, generation, "live connection opened");
+        let prepared = tokio::time::timeout(CONNECT_TIMEOUT, Self::prepare(&connection, prefix))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no live queue within {CONNECT_TIMEOUT:?}")));
+        match prepared {
             Ok((channel, queue, consumer)) => {
                 let lost = AtomicBool::new(false);
                 Ok((Arc::new(Session { generation, connection, channel, queue, lost }), consumer))
@@ -145,7 +153,8 @@ async fn close_connection(connection: &Connection) {
 /// The task that owns the connection: consumes, watches, reconnects.
 pub(super) struct Supervisor {
     pub(super) hub: Weak<Hub>,
-    pub(super) url: String,
+    /// The broker's node URLs; see [`broker::nodes`].
+    pub(super) nodes: Arc<Nodes>,
     pub(super) prefix: String,
     pub(super) shutdown: CancellationToken,
 }
@@ -214,17 +223,15 @@ impl Supervisor {
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return None,
-                () = tokio::time::sleep(*delay) => {}
+                () = tokio::time::sleep(jittered(*delay)) => {}
             }
             *delay = delay.saturating_mul(2).min(RECONNECT_DELAY_MAX);
             attempt = attempt.saturating_add(1);
-            let open =
-                tokio::time::timeout(CONNECT_TIMEOUT, Session::open(&self.url, &self.prefix, generation));
+            // Session::open bounds each node's handshake and the declares.
+            let open = Session::open(&self.nodes, &self.prefix, generation);
             let opened = tokio::select! {
                 () = self.shutdown.cancelled() => return None,
-                opened = open => opened.unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!("no connection within {CONNECT_TIMEOUT:?}"))
-                }),
+                opened = open => opened,
             };
             let error = match opened {
                 Ok((session, consumer)) => {

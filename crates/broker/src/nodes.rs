@@ -1,0 +1,227 @@
+//! The broker's nodes: one AMQP URL, or several (a RabbitMQ cluster), and
+//! connecting to any one of them that answers.
+//!
+//! `broker.url` holds either one URL or a comma-separated list of them
+//! (`amqp://a:5672/%2f,amqp://b:5672/%2f`); the settings also accept a TOML
+//! array, which they join with commas. Every connection of the service (the
+//! publisher, the shard consumers, the live hub, the operator commands) goes
+//! through [`Nodes::connect`]: it tries the nodes one after the other,
+//! starting at a node picked at random for this process and moving past a
+//! node that failed, so that the processes of a deployment spread over the
+//! cluster and a process whose node went away moves to another one.
+//!
+//! Leader placement is the broker's: a quorum queue's leader is wherever the
+//! first declaring connection was (or spread over the nodes with
+//! `queue_leader_locator = balanced`), not where a consumer connects; a
+//! consumer or publisher on another node is served through it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use rand::Rng as _;
+
+use crate::error::{Error, Result};
+
+/// The node URLs of one broker (a single node or a cluster); see the module
+/// docs. `Debug` hides the passwords.
+pub struct Nodes {
+    urls: Vec<String>,
+    /// Index (modulo the count) of the node the next attempt starts with.
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|url| redact(url)).collect();
+        f.debug_struct("Nodes").field("urls", &urls).finish()
+    }
+}
+
+impl Nodes {
+    /// The URLs in `list` (see [`split_urls`]), starting at a random one.
+    #[must_use]
+    pub fn new(list: &str) -> Self {
+        let urls = split_urls(list);
+        let start = rand::rng().random_range(0..urls.len().max(1));
+        Self { urls, next: AtomicUsize::new(start) }
+    }
+
+    /// How many node URLs there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    /// Whether there are none (an empty `broker.url`; settings validation
+    /// refuses it).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+
+    /// Connects to the first node that accepts, trying each node once,
+    /// starting after the one the previous connection used (so a process
+    /// whose node went away tries the others first, and comes back to it
+    /// last). Each node gets `per_node` to complete the AMQP handshake.
+    /// Meant for one connection at a time: each owner of a connection has
+    /// its own `Nodes`.
+    ///
+    /// Returns the connection and the node's URL with its password hidden
+    /// (for logs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Amqp`] naming the last failure when no node accepted.
+    pub async fn connect(
+        &self,
+        properties: ConnectionProperties,
+        per_node: Duration,
+    ) -> Result<(Connection, String)> {
+        let count = self.urls.len();
+        let mut last = None;
+        for _ in 0..count {
+            let index = self.next.fetch_add(1, Ordering::Relaxed) % count;
+            let url = &self.urls[index];
+            let attempt = tokio::time::timeout(per_node, Connection::connect(url, properties.clone())).await;
+            let error = match attempt {
+                Ok(Ok(connection)) => {
+                    // One Nodes serves one connection at a time, so the next
+                    // connect means this one broke: start at the node after
+                    // it, which spares a node that went silent (no refusal,
+                    // only the timeout) a first attempt.
+                    self.next.store(index + 1, Ordering::Relaxed);
+                    return Ok((connection, redact(url)));
+                }
+                Ok(Err(error)) => error,
+                Err(_elapsed) => lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+                .into(),
+            };
+            tracing::debug!(node = %redact(url), %error, "broker node did not accept the connection");
+            last = Some((redact(url), error));
+        }
+        match last {
+            Some((node, source)) => {
+                let tried = if count == 1 { String::new() } else { format!(" (tried {count} nodes)") };
+                Err(Error::Amqp { context: format!("connect to {node}{tried}"), source })
+            }
+            None => Err(Error::Precondition("no broker URL configured (broker.url)".to_owned())),
+        }
+    }
+}
+
+/// The URLs of a `broker.url` value: split at each comma that starts a new
+/// `scheme://` URL (a comma anywhere else, e.g. in a password, stays),
+/// trimmed, empty entries dropped.
+#[must_use]
+pub fn split_urls(list: &str) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    for piece in list.split(',') {
+        if piece.trim().is_empty() {
+            continue;
+        }
+        let starts_url = piece.trim_start().split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        match urls.last_mut() {
+            Some(previous) if !starts_url => {
+                previous.push(',');
+                previous.push_str(piece);
+            }
+            _ => urls.push(piece.to_owned()),
+        }
+    }
+    urls.into_iter().map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()
+}
+
+/// A jittered delay: uniformly between half of `delay` and all of it, so
+/// that the processes a node loss disconnected at the same moment do not all
+/// come back at the same moment.
+#[must_use]
+pub fn jittered(delay: Duration) -> Duration {
+    let half = delay / 2;
+    half + rand::rng().random_range(Duration::ZERO..=delay - half)
+}
+
+/// The URL list with every password hidden, for logs.
+#[must_use]
+pub fn redact_list(list: &str) -> String {
+    split_urls(list).iter().map(|url| redact(url)).collect::<Vec<_>>().join(",")
+}
+
+/// `amqp://user:secret@host/vhost` → `amqp://user:***@host/vhost`.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_url_is_one_node() {
+        assert_eq!(
+            split_urls("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+        );
+    }
+
+    #[test]
+    fn a_list_splits_at_each_new_url_only() {
+        assert_eq!(
+            split_urls(" amqp://a:1/%2f , amqps://u:p,w@b:2/v,amqp://c:3 ,"),
+            ["amqp://a:1/%2f", "amqps://u:p,w@b:2/v", "amqp://c:3"]
+        );
+        assert_eq!(split_urls(""), Vec::<String>::new());
+        assert_eq!(split_urls("nope,amqp://a"), ["nope", "amqp://a"]);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_all_of_the_delay() {
+        for _ in 0..200 {
+            let d = jittered(Duration::from_millis(1000));
+            assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(1000), "{d:?}");
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn redact_hides_only_the_passwords() {
+        assert_eq!(redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+        assert_eq!(redact_list("amqp://u:a@h1/,amqp://u:b@h2/"), "amqp://u:***@h1/,amqp://u:***@h2/");
+    }
+
+    #[tokio::test]
+    async fn connect_moves_past_nodes_that_refuse() {
+        // Two closed ports, then nothing else: both tried, the error names the count.
+        let closed = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").port()
+        };
+        let (a, b) = (closed(), closed());
+        let nodes = Nodes::new(&format!("amqp://u:pw@127.0.0.1:{a}/%2f,amqp://u:pw@127.0.0.1:{b}/%2f"));
+        assert_eq!(nodes.len(), 2);
+        let error = nodes
+            .connect(ConnectionProperties::default(), Duration::from_secs(2))
+            .await
+            .expect_err("nothing listens");
+        let text = error.to_string();
+        assert!(text.contains("tried 2 nodes") && !text.contains("pw"), "{text}");
+        assert!(!format!("{nodes:?}").contains("pw"));
+    }
+}
