@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use deadpool_postgres::Object;
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::pool::Store;
 
 /// A batch's transaction on one pooled connection.
 pub struct BatchTransaction {

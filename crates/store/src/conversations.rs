@@ -12,7 +12,7 @@ use crate::codec::{key_arrays, key_from_row, parse_wire, to_i64};
 use crate::error::Result;
 use crate::executor::{self, Executor};
 use crate::key::ConvKey;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// A conversation as stored, for the query endpoints and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]

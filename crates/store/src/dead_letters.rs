@@ -11,7 +11,7 @@ use crate::codec::{key_from_row, to_u64};
 use crate::error::{Error, Result};
 use crate::key::ConvKey;
 use crate::outbox::{DeadReason, reason_from_column};
-use crate::store::Store;
+use crate::pool::Store;
 
 /// One webhook delivery as the operator sees it.
 #[derive(Debug, Clone, PartialEq)]

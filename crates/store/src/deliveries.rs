@@ -12,7 +12,7 @@ use crate::codec::{key_arrays, to_i64, to_u64};
 use crate::error::{Error, Result};
 use crate::executor::{self, Executor};
 use crate::key::ConvKey;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// One webhook delivery as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,7 @@ use crate::codec::{key_arrays, key_from_row, parse_id, parse_wire, verdict_colum
 use crate::error::{Error, Result};
 use crate::executor::{self, Executor};
 use crate::key::ConvKey;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// One decided command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::executor;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// Index scans in index order only, so `LIMIT` stops the walk.
 const ORDERED_WALKS: &str = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off";

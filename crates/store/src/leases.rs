@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use crate::codec::to_u64;
 use crate::error::{Error, Result};
 use crate::executor::{self, Executor};
-use crate::store::Store;
+use crate::pool::Store;
 
 /// One shard's lease, for the CLI's `shards`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //! batch size. Read-side queries (for the query endpoints, the CLI and tests)
 //! and the shard leases are methods on [`Store`], each on a pooled connection.
 //!
-//! - [`store`]: [`Store`], the pool and its schema.
+//! - [`pool`]: [`Store`], the pool and its schema.
 //! - [`migrations`]: [`Store::migrate`], the embedded, ordered migrations.
 //! - [`executor`]: [`Executor`], what the batch functions run on.
 //! - [`key`]: [`ConvKey`], the key of every per-conversation row.
@@ -39,8 +39,8 @@ pub mod leases;
 pub mod listen;
 pub mod migrations;
 pub mod outbox;
+pub mod pool;
 pub mod settle;
-pub mod store;
 pub mod timers;
 
 pub use batch_tx::BatchTransaction;
@@ -55,6 +55,6 @@ pub use key::ConvKey;
 pub use leases::{Lease, LeaseFence, check_lease};
 pub use listen::OutboxListener;
 pub use outbox::{ClaimGroup, Claimed, ClaimedDelivery, DeadReason, UnsendableHead};
+pub use pool::Store;
 pub use settle::{NewAttempt, Settle, SettleJob};
-pub use store::Store;
 pub use timers::{DueTimer, claim_due_timers, delete_fired_timer, delete_timers, upsert_timers};

@@ -16,7 +16,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::deliveries::outbox_channel;
 use crate::error::Result;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// Notifications of new deliveries, for as long as the connection lives.
 #[derive(Debug)]

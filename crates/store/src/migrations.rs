@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use crate::error::Result;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// The migrations and their versions, in ascending order. `{schema}` stands
 /// for the quoted schema.

@@ -26,7 +26,7 @@ use domain::webhook::WebhookEnvelope;
 use crate::codec::{key_from_row, parse_id, to_u64};
 use crate::error::{Error, Result};
 use crate::key::ConvKey;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// Why a delivery stopped being retried (the `reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use crate::error::{Error, Result};
 use crate::executor::Executor as _;
 use crate::outbox::DeadReason;
-use crate::store::Store;
+use crate::pool::Store;
 
 /// One HTTP attempt, for the `webhook_attempts` history.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,8 +48,8 @@ use domain::report::error_chain;
 
 use crate::error::Result;
 use crate::metrics::SHARDS_HELD;
+use crate::service::Context;
 use crate::shard::ShardTask;
-use crate::worker::Context;
 
 /// Runs the lease loop until `shutdown`, then drains every shard, releases
 /// all leases and deregisters the worker. `held` always shows the shards

@@ -13,7 +13,7 @@
 //! - [`batch`]: [`apply_batch`], one transaction per batch, and its dedupe.
 //! - `leases`: heartbeats, fair share, acquiring, handing back, losing.
 //! - [`timers`]: the poller firing due timers as `TimerFired` events.
-//! - [`worker`]: [`Worker::start`] / [`WorkerHandle`], and [`run`].
+//! - [`service`]: [`Worker::start`] / [`WorkerHandle`], and [`run`].
 //!
 //! Support: [`config`] ([`WorkerConfig`]), [`bots`] ([`BotRules`]),
 //! `connection` (the shared AMQP connection), `live` (announcing commits),, [`metrics`], [`error`].
@@ -30,14 +30,14 @@ mod leases;
 mod live;
 pub mod metrics;
 mod process;
+pub mod service;
 mod shard;
 pub mod timers;
-pub mod worker;
 
 pub use batch::{BatchOutcome, apply_batch, apply_fenced};
 pub use bots::BotRules;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use metrics::describe_metrics;
+pub use service::{Worker, WorkerHandle, run};
 pub use timers::outbound_message;
-pub use worker::{Worker, WorkerHandle, run};

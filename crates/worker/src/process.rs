@@ -43,7 +43,7 @@ use domain::report::error_chain;
 
 use crate::error::Result;
 use crate::metrics::{BATCH_SIZE, COMMIT_SECONDS, DEAD_LETTERED_TOTAL, EVENTS_TOTAL, STORE_RETRIES_TOTAL};
-use crate::worker::Context;
+use crate::service::Context;
 use store::LeaseFence;
 
 /// How a batch ended.

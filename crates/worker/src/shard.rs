@@ -37,7 +37,7 @@ use domain::report::error_chain;
 
 use crate::error::{Error, Result};
 use crate::process::{Settled, settle_batch};
-use crate::worker::Context;
+use crate::service::Context;
 
 /// A running shard task and the means to stop it.
 #[derive(Debug)]

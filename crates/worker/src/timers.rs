@@ -25,7 +25,7 @@ use domain::report::error_chain;
 
 use crate::error::Result;
 use crate::metrics::TIMERS_FIRED_TOTAL;
-use crate::worker::Context;
+use crate::service::Context;
 
 /// The broker message carrying `envelope`, the way the ingress publishes:
 /// the event id as `message_id`, routed to the conversation's shard.
