@@ -15,7 +15,7 @@ mod netcut;
 use std::path::Path;
 use std::time::Duration;
 
-use deployment::{BOT, Deployment, KEY, Layout, wait_for};
+use deployment::{BOT, Deployment, KEY, Layout, Sink, wait_for};
 use netcut::{Proxy, target_of, through};
 use serde_json::{Value, json};
 
@@ -39,7 +39,11 @@ async fn readyz(http: &reqwest::Client, base: &str) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingress_started_without_the_broker_answers_verdicts_once_it_appears() {
-    let layout = Layout { ingress: 1, workers: 2, shards: 4, ..Layout::default() };
+    // An endpoint that takes the escalation's webhook: without one, the
+    // undeliverable `widgetEscalate` ends the escalation before the agent connects.
+    let sink = Sink::start().await;
+    let layout =
+        Layout { ingress: 1, workers: 2, shards: 4, webhook_url: Some(sink.url()), ..Layout::default() };
     let mut deployment = Deployment::start(Path::new(env!("CARGO_BIN_EXE_escalations")), &layout).await;
     let amqp = deployment.amqp_url();
     let proxy = Proxy::start(target_of(&amqp)).await;
