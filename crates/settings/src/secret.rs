@@ -231,6 +231,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_host_list_is_read_from_the_authority() {
+        let hosts = MultiHost::parse("postgres://u:p,w@h1:5432,h2:5433/db?x=a,b").expect("a list");
+        assert_eq!(hosts.first(), "h1:5432");
+        assert_eq!(hosts.hosts().collect::<Vec<_>>(), ["h1:5432", "h2:5433"]);
+        assert_eq!(hosts.with_host("h9"), "postgres://u:p,w@h9/db?x=a,b");
+        assert!(MultiHost::parse("postgres://u@h1:5432/db?x=a,b").is_none(), "one host");
+    }
+
+    #[test]
     fn debug_and_display_hide_the_value() {
         let s = Secret::new("hunter2-very-secret");
         assert_eq!(format!("{s:?}"), "***");

@@ -337,3 +337,21 @@ pub enum LogFormat {
     #[default]
     Pretty,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_starts_with_a_scheme_of_letters_digits_and_plus_minus_dot() {
+        assert!(starts_with_scheme(" amqps://h"));
+        assert!(starts_with_scheme("x+y-z.1://h"));
+        assert!(!starts_with_scheme("://h"), "an empty scheme");
+        assert!(!starts_with_scheme("a b://h"), "a blank in the scheme");
+        assert!(!starts_with_scheme("p@ss://h"));
+        assert!(!starts_with_scheme("h2:5672"));
+        // A comma in a password stays in its URL; one before a scheme starts the next URL.
+        assert_eq!(split_urls("amqp://u:a,b@h1/%2f, amqp://h2"), ["amqp://u:a,b@h1/%2f", "amqp://h2"]);
+        assert_eq!(split_urls("amqp://u:p@h1,://h2"), ["amqp://u:p@h1,://h2"]);
+    }
+}

@@ -104,4 +104,16 @@ fn several_database_hosts_need_read_write_sessions() {
         &[],
     );
     assert!(p.has_key("database.url") && p.to_string().contains("empty host"), "{p}");
+    // Another value of the attribute, or the value under another name, is not read-write.
+    for query in ["target_session_attrs=any", "application_name=read-write"] {
+        let p = problems(
+            &format!("[database]\nurl = \"postgres://postgres@a:5432,b:5432/postgres?{query}\""),
+            &[],
+        );
+        assert!(p.to_string().contains("target_session_attrs=read-write"), "{query}: {p}");
+    }
+    // A host that does not parse is the one problem reported: the check stops there.
+    let p = problems("[database]\nurl = \"postgres://postgres@a:5432,b:notaport/postgres\"", &[]);
+    assert_eq!(p.len(), 1, "{p}");
+    assert!(!p.to_string().contains("target_session_attrs"), "{p}");
 }
