@@ -1,5 +1,7 @@
 //! The dispatcher loop: it claims the due deliveries each endpoint has room
-//! for and hands each to its own task ([`crate::attempt`]). A round starts at
+//! for and hands each to its own task ([`crate::attempt`]). Deliveries a
+//! worker of this process claimed at insert skip the rounds: they are sent
+//! as soon as they are handed over ([`crate::handoff`]). A round starts at
 //! once when something may have become due: a worker of this process
 //! committed deliveries, one in another process did (`LISTEN`), an attempt
 //! finished (a slot is free) or a batch of settlements committed (heads moved
@@ -29,6 +31,7 @@ use domain::report::error_chain;
 use crate::attempt;
 use crate::client::WebhookClient;
 use crate::error::Result;
+use crate::handoff::Handoff;
 use crate::settler::Settler;
 use crate::ssrf::AddressPolicy;
 use crate::targets::{ClaimGuard, Endpoint, RetryTuning, Target, build_targets};
@@ -58,10 +61,10 @@ pub struct DispatcherConfig {
     pub shutdown_grace: Option<Duration>,
     /// This dispatcher's name in `claimed_by`; `None`: generated.
     pub claimer: Option<String>,
-    /// Starts a claim round when notified (a worker in the same process that
-    /// has just committed deliveries); `None`: a fresh one, see
-    /// [`Dispatcher::waker`].
-    pub wake: Option<Arc<Notify>>,
+    /// Shared with a worker of the same process: it wakes the dispatcher
+    /// after committing deliveries and hands over those it claimed at
+    /// insert ([`Handoff`]); `None`: a fresh one, see [`Dispatcher::waker`].
+    pub handoff: Option<Handoff>,
     /// `LISTEN` for deliveries committed by other processes and claim at
     /// once. Default `true`; tests of the other wake-ups turn it off.
     pub listen: bool,
@@ -76,7 +79,7 @@ impl Default for DispatcherConfig {
             hosts: HashMap::new(),
             shutdown_grace: None,
             claimer: None,
-            wake: None,
+            handoff: None,
             listen: true,
         }
     }
@@ -148,6 +151,7 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
     targets: HashMap<String, Arc<Target>>,
     groups: Vec<Group>,
+    handoff: Handoff,
     settler: tokio::task::JoinHandle<()>,
     poll_interval: Duration,
     lease: Duration,
@@ -174,7 +178,8 @@ impl Dispatcher {
             .claimer
             .clone()
             .unwrap_or_else(|| format!("dispatcher-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-        let wake = config.wake.clone().unwrap_or_default();
+        let handoff = config.handoff.clone().unwrap_or_default();
+        let wake = handoff.wakes();
         let (settler, settler_task) = Settler::spawn(store.clone(), claimer.clone(), wake.clone());
         let shared = Arc::new(Shared {
             store,
@@ -186,13 +191,18 @@ impl Dispatcher {
             settler,
         });
         let targets = build_targets(settings, &config.retry);
+        let lease = config.lease.unwrap_or(timeout * 2 + Duration::from_secs(30));
+        if !handoff.attach(&shared.claimer, lease, &targets, &shared.store) {
+            warn!("this hand-off is served by another dispatcher already; this one only claims");
+        }
         Ok(Self {
             shared,
             groups: build_groups(&targets),
             targets,
+            handoff,
             settler: settler_task,
             poll_interval: config.poll_interval,
-            lease: config.lease.unwrap_or(timeout * 2 + Duration::from_secs(30)),
+            lease,
             grace: config.shutdown_grace.unwrap_or(timeout + Duration::from_secs(5)),
             listen: config.listen,
         })
@@ -212,6 +222,13 @@ impl Dispatcher {
         let mut unconfigured = Unconfigured::default();
         let listener = self.listen.then(|| tokio::spawn(listen(self.shared.clone(), shutdown.clone())));
         let vacuum = tokio::spawn(vacuum_heads(self.shared.store.clone(), shutdown.clone()));
+        let handed = tokio::spawn(serve_handoff(
+            self.shared.clone(),
+            self.handoff.clone(),
+            self.targets.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         info!(claimer = %self.shared.claimer, bots = self.targets.len(), "webhook dispatcher started");
         loop {
             match self.claim_round(&tasks).await {
@@ -236,6 +253,9 @@ impl Dispatcher {
             tokio::time::sleep(MIN_ROUND_GAP).await;
         }
         info!("webhook dispatcher stopping");
+        // Nothing more is handed over; what was and is not sent goes back.
+        self.handoff.close();
+        let _ = handed.await;
         self.shared.shutdown.cancel();
         tasks.close();
         if tokio::time::timeout(self.grace, tasks.wait()).await.is_err() {
@@ -381,6 +401,29 @@ async fn settle_unsendable(shared: Arc<Shared>, head: UnsendableHead) {
     shared.wake.notify_one();
 }
 
+/// Sends what a worker of this process handed over (claimed at insert) at
+/// once, each delivery in its own task as if a claim round had taken it.
+async fn serve_handoff(
+    shared: Arc<Shared>,
+    handoff: Handoff,
+    targets: HashMap<String, Arc<Target>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = handoff.handed() => {}
+        }
+        let handed = handoff.take();
+        metrics::counter!(crate::metrics::HANDED_TOTAL).increment(handed.len() as u64);
+        for (delivery, slot) in handed {
+            let Some(target) = targets.get(delivery.key.bot_id.as_str()).cloned() else { continue };
+            tasks.spawn(attempt::run(shared.clone(), target, delivery, slot));
+        }
+    }
+}
+
 /// How often the heads table is vacuumed (by one dispatcher at a time).
 const VACUUM_HEADS_EVERY: Duration = Duration::from_secs(10);
 
@@ -433,16 +476,16 @@ async fn listen(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// Runs the webhook dispatcher of a worker process until `shutdown`: the
 /// configured database, a broker publisher for `escalateUndeliverable`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_woken_by(settings, shutdown, None).await
+    run_with_handoff(settings, shutdown, None).await
 }
 
-/// [`run`], also starting a claim round whenever `wake` is notified: the
-/// worker of the same process notifies it after committing deliveries, so
-/// they go out at once rather than at the next poll.
-pub async fn run_woken_by(
+/// [`run`], sharing `handoff` with the worker of the same process: it wakes
+/// the dispatcher after committing deliveries and hands over those it
+/// claimed at insert, so they go out at once rather than at the next poll.
+pub async fn run_with_handoff(
     settings: Settings,
     shutdown: CancellationToken,
-    wake: Option<Arc<Notify>>,
+    handoff: Option<Handoff>,
 ) -> anyhow::Result<()> {
     let db = &settings.database;
     let store = Store::connect_for_batches(&db.url, &db.schema, db.pool_size)
@@ -455,7 +498,7 @@ pub async fn run_woken_by(
     config.confirm_timeout = Duration::from_millis(b.confirm_timeout_ms.max(1));
     let publisher = Arc::new(Publisher::connect(config));
     crate::metrics::describe_metrics();
-    let config = DispatcherConfig { wake, ..DispatcherConfig::default() };
+    let config = DispatcherConfig { handoff, ..DispatcherConfig::default() };
     let dispatcher = Dispatcher::new(&settings, store, Some(publisher.clone()), config)
         .context("starting the webhook dispatcher")?;
     let result = dispatcher.run(shutdown).await;

@@ -10,6 +10,8 @@
 //!
 //! - [`dispatcher`]: [`Dispatcher`] (claim loop), [`DispatcherConfig`],
 //!   [`run`] for the worker process.
+//! - [`handoff`]: [`Handoff`], deliveries a worker of the same process
+//!   claimed at insert, sent without a claim round.
 //! - [`attempt`]: one delivery from breaker check to settled row.
 //! - `settler`: group commit of settlements.
 //! - [`client`]: the HTTP client and one signed attempt.
@@ -26,6 +28,7 @@ pub mod breaker;
 pub mod client;
 pub mod dispatcher;
 pub mod error;
+pub mod handoff;
 pub mod metrics;
 pub mod notice;
 mod settler;
@@ -33,8 +36,9 @@ pub mod sign;
 pub mod ssrf;
 pub mod targets;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, Waker, run, run_woken_by};
+pub use dispatcher::{Dispatcher, DispatcherConfig, Waker, run, run_with_handoff};
 pub use error::{Error, Result};
+pub use handoff::{Handoff, Slot};
 pub use metrics::describe_metrics;
 pub use sign::{signature_header, webhook_id};
 pub use ssrf::{AddressPolicy, AddressRefused, GuardedResolver};

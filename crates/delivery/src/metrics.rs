@@ -22,6 +22,8 @@ pub const UNCONFIGURED_PENDING: &str = "escalations_webhook_unconfigured_pending
 
 /// Heads claimed for sending (or settling unsent).
 pub const CLAIMED_TOTAL: &str = "escalations_webhook_claimed_total";
+/// Webhook deliveries a worker of this process claimed at insert and handed over.
+pub const HANDED_TOTAL: &str = "escalations_webhook_handed_total";
 /// Settlements written per transaction (group commit).
 pub const SETTLE_BATCH_SIZE: &str = "escalations_webhook_settle_batch_size";
 
@@ -35,6 +37,10 @@ pub fn describe_metrics() {
         "Circuit breaker of a bot's endpoint: 1 for the state it is in, by state."
     );
     describe_counter!(CLAIMED_TOTAL, "Webhook deliveries claimed by this dispatcher.");
+    describe_counter!(
+        HANDED_TOTAL,
+        "Webhook deliveries a worker of this process claimed at insert and handed to this dispatcher."
+    );
     describe_histogram!(SETTLE_BATCH_SIZE, Unit::Count, "Webhook settlements committed per transaction.");
     describe_gauge!(UNCONFIGURED_PENDING, "Pending deliveries of a bot missing from the configuration.");
 }

@@ -111,6 +111,21 @@ impl Endpoint {
         ClaimGuard { endpoint: Some(self.clone()) }
     }
 
+    /// Counts a delivery claimed outside a claim round (handed over by a
+    /// worker, see [`crate::handoff`]) if one may be claimed now: the
+    /// circuit is closed and a slot is free. `None` otherwise.
+    pub fn try_start(self: &Arc<Self>, now: DateTime<Utc>) -> Option<ClaimGuard> {
+        if self.state(now) != State::Closed {
+            return None;
+        }
+        self.claimed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |claimed| {
+                (claimed < self.max).then_some(claimed + 1)
+            })
+            .ok()?;
+        Some(ClaimGuard { endpoint: Some(self.clone()) })
+    }
+
     /// The semaphore bounding concurrent requests.
     pub fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
@@ -239,5 +254,22 @@ mod tests {
         assert_eq!(endpoint.capacity(), 0);
         drop(a);
         assert_eq!(endpoint.capacity(), 1);
+    }
+
+    #[test]
+    fn a_slot_is_reserved_only_while_one_is_free_and_the_circuit_closed() {
+        let now = Utc::now();
+        let endpoint = Arc::new(Endpoint::new("x".into(), 2, Breaker::new(1, Duration::from_secs(60))));
+        let a = endpoint.try_start(now).expect("a free slot");
+        let b = endpoint.try_start(now).expect("the second slot");
+        assert!(endpoint.try_start(now).is_none(), "both slots taken");
+        assert_eq!(endpoint.capacity(), 0);
+        drop(a);
+        assert_eq!(endpoint.capacity(), 1);
+        endpoint.record(Signal::Failed, false, now);
+        assert_eq!(endpoint.state(now), State::Open);
+        assert!(endpoint.try_start(now).is_none(), "nothing while the circuit is open");
+        drop(b);
+        assert_eq!(endpoint.capacity(), 2);
     }
 }

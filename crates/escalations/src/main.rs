@@ -15,14 +15,12 @@ mod telemetry;
 mod topology;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use admin::error::exit;
 use clap::Parser;
 use cli::{Cli, Command, ConfigAction, ConversationsAction};
 use settings::{Role, Settings};
 use shutdown::{shutdown_on_signal, stop_all_after};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -159,13 +157,17 @@ fn default_simulation() -> cli::SimulateArgs {
 }
 
 /// The worker and the webhook dispatcher of one process: whichever stops first
-/// stops the other. The worker wakes the dispatcher when it has queued
-/// deliveries, so they leave at once rather than at the next poll.
+/// stops the other. The worker hands the dispatcher the deliveries it claimed
+/// as it queued them, and wakes it for the others, so they leave at once
+/// rather than at the next poll.
 async fn worker_and_dispatcher(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let wake = Arc::new(Notify::new());
+    let handoff = delivery::Handoff::new();
     let (worker, delivery) = tokio::join!(
-        stop_all_after(shutdown, worker::run(settings.clone(), shutdown.clone(), Some(wake.clone()))),
-        stop_all_after(shutdown, delivery::run_woken_by(settings.clone(), shutdown.clone(), Some(wake))),
+        stop_all_after(shutdown, worker::run(settings.clone(), shutdown.clone(), Some(handoff.clone()))),
+        stop_all_after(
+            shutdown,
+            delivery::run_with_handoff(settings.clone(), shutdown.clone(), Some(handoff))
+        ),
     );
     worker.and(delivery)
 }

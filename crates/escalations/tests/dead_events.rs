@@ -57,6 +57,20 @@ async fn depth(channel: &Channel, queue: &str) -> u32 {
         .message_count()
 }
 
+/// The dead-letter queue's depth once it settles on `expected` (or after
+/// 10 s, whatever it is then): the CLI returns what it read when its channel
+/// closes, and a quorum queue counts those messages as ready a moment later.
+async fn settled_depth(channel: &Channel, queue: &str, expected: u32) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = depth(channel, queue).await;
+        if now == expected || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Publishes `body` to `shard`'s queue as the ingress would, then has the
 /// broker dead-letter it the way the worker does (reject, no requeue).
 async fn dead_letter(channel: &Channel, topology: &Topology, shard: u16, event_id: &str, body: Vec<u8>) {
@@ -138,21 +152,15 @@ async fn dead_lettered_events_are_listed_replayed_and_purged() {
         .map(|row| row["replayable"].as_bool().expect("bool"))
         .collect();
     assert_eq!(replayable, [true, false]);
-    assert_eq!(depth(&channel, &dead).await, 2, "listing consumes nothing");
+    assert_eq!(settled_depth(&channel, &dead, 2).await, 2, "listing consumes nothing");
 
     let dry = ok(&cli(&prefix, &["dead-events", "replay"]));
     assert!(dry.contains("dry run: 2"), "{dry}");
-    assert_eq!(depth(&channel, &dead).await, 2, "a dry run moves nothing");
+    assert_eq!(settled_depth(&channel, &dead, 2).await, 2, "a dry run moves nothing");
 
     let replayed = ok(&cli(&prefix, &["dead-events", "replay", "--yes"]));
     assert!(replayed.contains("replayed 1") && replayed.contains("kept 1"), "{replayed}");
-    // The CLI returned the kept message to the queue when its channel closed;
-    // the broker counts it again a moment later.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while depth(&channel, &dead).await != 1 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(depth(&channel, &dead).await, 1, "the undecodable one stays");
+    assert_eq!(settled_depth(&channel, &dead, 1).await, 1, "the undecodable one stays");
     let back = next_on_shard(&channel, &topology, shard).await;
     assert_eq!(Envelope::from_bytes(&back.data).expect("envelope"), envelope);
     back.ack(Default::default()).await.expect("ack");
@@ -217,13 +225,7 @@ async fn listing_many_times_never_consumes_or_drops_a_dead_letter() {
         assert!(rows.iter().all(|row| row["reason"] == "undecodable"), "round {round}: {json}");
         assert!(rows.iter().all(|row| row["error"].as_str().is_some_and(|e| e.contains("line 1"))));
     }
-    // A quorum queue counts the returned messages as ready a moment after
-    // the listing's channel closed.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while depth(&channel, &dead).await != 5 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(depth(&channel, &dead).await, 5, "listing consumed nothing");
+    assert_eq!(settled_depth(&channel, &dead, 5).await, 5, "listing consumed nothing");
 
     topology.delete(&channel).await.expect("delete");
     let _ = connection.close(200, "bye".into()).await;

@@ -8,7 +8,7 @@ use tokio_postgres::types::Json;
 use domain::webhook::WebhookEnvelope;
 use domain::widget::WidgetEnvelope;
 
-use crate::codec::{key_arrays, to_i64, to_u64};
+use crate::codec::{key_arrays, parse_id, to_i64, to_u64};
 use crate::error::{Error, Result};
 use crate::executor::{self, Executor};
 use crate::key::ConvKey;
@@ -67,8 +67,12 @@ pub async fn insert_widget_events(tx: &impl Executor, rows: &[(ConvKey, WidgetEn
 // dispatcher settling that head concurrently either sees these rows (it waits
 // for this commit) or has deleted the head before, and then the insert is
 // retried and makes a new one: a pending delivery is never left without a head.
-// Dispatchers in other processes hear of new deliveries through
-// `Store::announce_outbox`, after the commit (docs/protocol.md §4).
+// A new head of a conversation whose rows are flagged (`$8`) is inserted
+// claimed by `$9` for `$10` seconds on the database's clock, as a claim round
+// would lease it: the dispatcher of the worker's own process sends it without
+// a claim round (`ClaimAtInsert`). Dispatchers in other processes hear of new
+// deliveries through `Store::announce_outbox`, after the commit
+// (docs/protocol.md §4).
 const INSERT_WEBHOOK: &str = "
     WITH ins AS (
         INSERT INTO webhook_deliveries
@@ -82,14 +86,28 @@ const INSERT_WEBHOOK: &str = "
     ), firsts AS (
         SELECT DISTINCT ON (bot_id, conversation_id) id, bot_id, conversation_id, sequence, next_attempt_at
         FROM ins ORDER BY bot_id, conversation_id, sequence
+    ), takes AS (
+        SELECT DISTINCT t.bot_id, t.conversation_id
+        FROM UNNEST($1::text[], $2::text[], $8::bool[]) AS t(bot_id, conversation_id, take)
+        WHERE t.take
     ), heads AS (
-        INSERT INTO webhook_heads (bot_id, conversation_id, delivery_id, sequence, due_at)
-        SELECT bot_id, conversation_id, id, sequence, next_attempt_at FROM firsts
-        ORDER BY bot_id, conversation_id
+        INSERT INTO webhook_heads (bot_id, conversation_id, delivery_id, sequence, due_at, claimed_by)
+        SELECT f.bot_id, f.conversation_id, f.id, f.sequence,
+               CASE WHEN t.bot_id IS NULL THEN f.next_attempt_at
+                    ELSE now() + make_interval(secs => $10::float8) END,
+               CASE WHEN t.bot_id IS NULL THEN NULL ELSE $9::text END
+        FROM firsts f
+        LEFT JOIN takes t ON t.bot_id = f.bot_id AND t.conversation_id = f.conversation_id
+        ORDER BY f.bot_id, f.conversation_id
         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET sequence = webhook_heads.sequence WHERE false
-        RETURNING 1
+        RETURNING delivery_id, bot_id, conversation_id, sequence, claimed_by IS NOT NULL AS claimed
     )
-    SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM heads) AS heads";
+    SELECT (SELECT count(*) FROM ins) AS inserted,
+           (SELECT count(*) FROM heads) AS heads,
+           ARRAY(SELECT delivery_id FROM heads WHERE claimed) AS claimed_ids,
+           ARRAY(SELECT bot_id FROM heads WHERE claimed) AS claimed_bots,
+           ARRAY(SELECT conversation_id FROM heads WHERE claimed) AS claimed_conversations,
+           ARRAY(SELECT sequence FROM heads WHERE claimed) AS claimed_sequences";
 
 /// The channel a dispatcher `LISTEN`s on for new deliveries of `schema`.
 pub fn outbox_channel(schema: &str) -> String {
@@ -99,14 +117,52 @@ pub fn outbox_channel(schema: &str) -> String {
 /// Queues webhook deliveries, `pending` and due at `now`. A sequence already
 /// queued for its conversation is left as it was. Returns the number of rows
 /// inserted.
-#[tracing::instrument(level = "debug", skip_all, fields(rows = rows.len()))]
 pub async fn insert_webhook_deliveries(
     tx: &impl Executor,
     rows: &[(ConvKey, WebhookEnvelope)],
     now: DateTime<Utc>,
 ) -> Result<u64> {
+    Ok(queue_webhook_deliveries(tx, rows, now, None).await?.inserted)
+}
+
+/// Deliveries to claim in the transaction that queues them, for the
+/// dispatcher of the same process: only a new head can be claimed (a
+/// conversation whose earlier deliveries are still pending waits for them).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimAtInsert<'a> {
+    /// The dispatcher taking them (`claimed_by`).
+    pub claimer: &'a str,
+    /// How long the claim holds, as a claim round's lease.
+    pub lease: std::time::Duration,
+    /// Per row of `rows`: whether its conversation's new head may be claimed.
+    pub take: &'a [bool],
+}
+
+/// What [`queue_webhook_deliveries`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// Rows inserted (a redelivered batch inserts none).
+    pub inserted: u64,
+    /// New heads of line among them (claimed at insert or not).
+    pub heads: u64,
+    /// The new heads claimed at insert: `(delivery id, conversation, sequence)`.
+    pub claimed: Vec<(i64, ConvKey, u64)>,
+}
+
+/// [`insert_webhook_deliveries`], claiming the new heads `claim` flags.
+///
+/// # Panics
+///
+/// When `claim.take` is not as long as `rows`.
+#[tracing::instrument(level = "debug", skip_all, fields(rows = rows.len()))]
+pub async fn queue_webhook_deliveries(
+    tx: &impl Executor,
+    rows: &[(ConvKey, WebhookEnvelope)],
+    now: DateTime<Utc>,
+    claim: Option<ClaimAtInsert<'_>>,
+) -> Result<Queued> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Queued::default());
     }
     let (bots, conversations) = key_arrays(rows.iter().map(|(key, _)| key));
     let sequences: Vec<i64> =
@@ -115,14 +171,42 @@ pub async fn insert_webhook_deliveries(
     let escalations: Vec<Option<&str>> =
         rows.iter().map(|(_, envelope)| envelope.escalation_id.as_ref().map(|id| id.as_str())).collect();
     let payloads: Vec<Json<&WebhookEnvelope>> = rows.iter().map(|(_, envelope)| Json(envelope)).collect();
-    let rows = executor::query(
+    let none = vec![false; rows.len()];
+    let (take, claimer, lease) = match &claim {
+        Some(claim) => {
+            assert_eq!(claim.take.len(), rows.len(), "one flag per row");
+            (claim.take, Some(claim.claimer), claim.lease.as_secs_f64())
+        }
+        None => (none.as_slice(), None, 0.0),
+    };
+    let result = executor::query(
         tx,
         INSERT_WEBHOOK,
-        &[&bots, &conversations, &sequences, &types, &escalations, &payloads, &now],
+        &[&bots, &conversations, &sequences, &types, &escalations, &payloads, &now, &take, &claimer, &lease],
     )
     .await?;
-    let inserted: i64 = rows.first().map(|row| row.try_get("inserted")).transpose()?.unwrap_or(0);
-    Ok(u64::try_from(inserted).unwrap_or(0))
+    let Some(row) = result.first() else { return Ok(Queued::default()) };
+    let inserted: i64 = row.try_get("inserted")?;
+    let heads: i64 = row.try_get("heads")?;
+    let ids: Vec<i64> = row.try_get("claimed_ids")?;
+    let claimed_bots: Vec<&str> = row.try_get("claimed_bots")?;
+    let claimed_conversations: Vec<&str> = row.try_get("claimed_conversations")?;
+    let claimed_sequences: Vec<i64> = row.try_get("claimed_sequences")?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for (((id, bot), conversation), sequence) in
+        ids.into_iter().zip(claimed_bots).zip(claimed_conversations).zip(claimed_sequences)
+    {
+        let key = ConvKey::new(
+            parse_id(bot, "bot_id", domain::BotId::parse)?,
+            parse_id(conversation, "conversation_id", domain::ConversationId::parse)?,
+        );
+        claimed.push((id, key, to_u64(sequence, "sequence")?));
+    }
+    Ok(Queued {
+        inserted: u64::try_from(inserted).unwrap_or(0),
+        heads: u64::try_from(heads).unwrap_or(0),
+        claimed,
+    })
 }
 
 impl Store {

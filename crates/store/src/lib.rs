@@ -46,7 +46,10 @@ pub mod timers;
 pub use batch_tx::BatchTransaction;
 pub use conversations::{StoredConversation, lock_conversations, save_conversations};
 pub use dead_letters::{AttemptRecord, DeadLetterChange, DeadLetterFilter, DeliveryRecord};
-pub use deliveries::{WebhookDeliveryRow, insert_webhook_deliveries, insert_widget_events, outbox_channel};
+pub use deliveries::{
+    ClaimAtInsert, Queued, WebhookDeliveryRow, insert_webhook_deliveries, insert_widget_events,
+    outbox_channel, queue_webhook_deliveries,
+};
 pub use error::{Error, Result};
 pub use events::{EventRecord, applied_event_ids, record_events};
 pub use executor::Executor;

@@ -297,3 +297,65 @@ async fn a_head_pointing_at_no_pending_row_is_healed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn new_heads_are_claimed_at_insert_only_where_flagged() {
+    with_store(|store| async move {
+        let rows: Vec<_> = [("b", "c1", 1), ("b", "c1", 2), ("b", "c2", 1), ("b", "c3", 1)]
+            .iter()
+            .map(|(bot, conv, seq)| (key(bot, conv), envelope(*seq)))
+            .collect();
+        // c1 and c2 flagged, c3 not.
+        let take = [true, true, true, false];
+        let claim = store::ClaimAtInsert { claimer: "local", lease: LEASE, take: &take };
+        let mut client = store.client().await.expect("client");
+        let tx = client.transaction().await.expect("begin");
+        let queued = store::queue_webhook_deliveries(&tx, &rows, Utc::now(), Some(claim)).await.expect("insert");
+        tx.commit().await.expect("commit");
+        assert_eq!((queued.inserted, queued.heads), (4, 3));
+        let mut claimed: Vec<(String, u64)> =
+            queued.claimed.iter().map(|(_, key, seq)| (key.conversation_id.to_string(), *seq)).collect();
+        claimed.sort();
+        assert_eq!(claimed, [("c1".to_owned(), 1), ("c2".to_owned(), 1)], "the new heads flagged");
+
+        // Leased on the database's clock, as a claim round would: nobody else
+        // takes them; the unflagged head is due.
+        let other = store.claim_due_deliveries("other", &[("b", 10)], LEASE).await.expect("claim");
+        assert_eq!(claimed_keys(&other), [("c3".to_owned(), 1)]);
+        let leased = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {}.webhook_heads WHERE claimed_by = 'local' AND due_at > now() + interval '50 seconds'",
+                    store.schema()
+                ),
+                &[],
+            )
+            .await
+            .expect("count");
+        assert_eq!(leased.get::<_, i64>(0), 2);
+
+        // The holder settles its claim as after a claim round; c1's head
+        // moves on to sequence 2, due for anyone.
+        let (c1, _, _) = queued.claimed.iter().find(|(_, key, _)| key.conversation_id.as_str() == "c1").expect("c1");
+        let delivered = Settle::Delivered(Utc::now());
+        assert!(store.settle_delivery(*c1, "local", Some(&attempt(200)), delivered).await.expect("settle"));
+        let next = store.claim_due_deliveries("other", &[("b", 10)], LEASE).await.expect("claim");
+        assert_eq!(claimed_keys(&next), [("c1".to_owned(), 2)]);
+
+        // Behind a pending head, a flagged row is not claimed: it is no head.
+        let later = [(key("b", "c2"), envelope(2))];
+        let tx = client.transaction().await.expect("begin");
+        let claim = store::ClaimAtInsert { claimer: "local", lease: LEASE, take: &[true] };
+        let queued = store::queue_webhook_deliveries(&tx, &later, Utc::now(), Some(claim)).await.expect("insert");
+        tx.commit().await.expect("commit");
+        assert_eq!((queued.inserted, queued.heads, queued.claimed.len()), (1, 0, 0));
+
+        // A redelivered batch inserts and claims nothing.
+        let tx = client.transaction().await.expect("begin");
+        let claim = store::ClaimAtInsert { claimer: "local", lease: LEASE, take: &take };
+        let queued = store::queue_webhook_deliveries(&tx, &rows, Utc::now(), Some(claim)).await.expect("insert");
+        tx.commit().await.expect("commit");
+        assert_eq!(queued, store::Queued::default());
+    })
+    .await;
+}

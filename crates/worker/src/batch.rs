@@ -12,12 +12,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use delivery::{Handoff, Slot};
 use domain::live::{LiveUpdate, LiveVerdict};
 use domain::machine::{Conversation, Effect, TimerKind};
 use domain::webhook::WebhookEnvelope;
 use domain::widget::WidgetEnvelope;
 use domain::{Context, Envelope, EscalationId, Phase, ScopedEventId, Verdict, step};
-use store::{ConvKey, EventRecord, LeaseFence, Store};
+use store::{ClaimAtInsert, ClaimedDelivery, ConvKey, EventRecord, LeaseFence, Store};
 
 use crate::bots::BotRules;
 
@@ -29,8 +30,12 @@ pub struct BatchOutcome {
     /// Per conversation decided on: its new widget events and verdicts, to
     /// announce once committed (never before: a subscriber may act on them).
     pub live: Vec<LiveUpdate>,
-    /// Whether the batch queued webhook deliveries.
-    pub webhooks_queued: bool,
+    /// New heads of line the batch queued that are left to the dispatchers'
+    /// claim rounds (not handed over): someone must be woken for them.
+    pub unclaimed_heads: u64,
+    /// Deliveries claimed at insert for the dispatcher of this process, to
+    /// hand over once committed, each with the endpoint slot reserved for it.
+    pub handed: Vec<(ClaimedDelivery, Slot)>,
 }
 
 /// A timer's last word in a batch: armed for an escalation at a deadline,
@@ -63,13 +68,27 @@ pub async fn apply_batch(
 /// under `fence`'s epoch, checked inside the transaction (docs/protocol.md
 /// §6): a worker whose lease lapsed or was taken fails with
 /// [`store::Error::LeaseLost`], having committed nothing.
-#[tracing::instrument(skip_all, fields(batch = batch.len()))]
 pub async fn apply_fenced(
     store: &Store,
     rules: &BotRules,
     batch: &[Envelope],
     now: DateTime<Utc>,
     fence: Option<&LeaseFence>,
+) -> store::Result<BatchOutcome> {
+    apply_handing(store, rules, batch, now, fence, None).await
+}
+
+/// [`apply_fenced`], claiming at insert the new heads of line `handoff`'s
+/// dispatcher has room for (see [`delivery::handoff`]); the outcome holds
+/// them, to hand over once committed.
+#[tracing::instrument(skip_all, fields(batch = batch.len()))]
+pub async fn apply_handing(
+    store: &Store,
+    rules: &BotRules,
+    batch: &[Envelope],
+    now: DateTime<Utc>,
+    fence: Option<&LeaseFence>,
+    handoff: Option<&Handoff>,
 ) -> store::Result<BatchOutcome> {
     let tx = store.batch_transaction().await?;
 
@@ -153,7 +172,12 @@ pub async fn apply_fenced(
         changed.into_iter().filter_map(|key| states.remove(&key).map(|state| (key, state))).collect();
 
     outcome.live = live_updates(&writes, duplicates, &states);
-    outcome.webhooks_queued = !writes.webhooks.is_empty();
+    let mut slots = reserve_slots(handoff, &writes.webhooks);
+    let take: Vec<bool> = writes.webhooks.iter().map(|(key, _)| slots.contains_key(key)).collect();
+    let claim = handoff
+        .and_then(Handoff::claimer)
+        .filter(|_| !slots.is_empty())
+        .map(|(claimer, lease)| ClaimAtInsert { claimer, lease, take: &take });
 
     let mut armed = Vec::new();
     let mut disarmed = Vec::new();
@@ -169,16 +193,80 @@ pub async fn apply_fenced(
         store::save_conversations(tx.db(), &writes.states, now),
         store::record_events(tx.db(), &writes.events),
         store::insert_widget_events(tx.db(), &writes.widget),
-        store::insert_webhook_deliveries(tx.db(), &writes.webhooks, now),
+        store::queue_webhook_deliveries(tx.db(), &writes.webhooks, now, claim),
         store::delete_timers(tx.db(), &disarmed),
         store::upsert_timers(tx.db(), &armed),
     );
     let (a, b, c, d, e, f) = written;
-    if let Some(error) = store::Error::first_cause([a.err(), b.err(), c.err(), d.err(), e.err(), f.err()]) {
-        return Err(error);
-    }
+    let queued = match (a, b, c, d, e, f) {
+        (Ok(_), Ok(_), Ok(_), Ok(queued), Ok(_), Ok(_)) => queued,
+        (a, b, c, d, e, f) => return Err(failed([a.err(), b.err(), c.err(), d.err(), e.err(), f.err()])),
+    };
     tx.commit().await?;
+    outcome.unclaimed_heads = queued.heads.saturating_sub(queued.claimed.len() as u64);
+    for (id, key, sequence) in queued.claimed {
+        let Some(slot) = slots.remove(&key) else { continue };
+        let Some((_, envelope)) = writes.webhooks.iter().find(|(k, w)| *k == key && w.sequence == sequence)
+        else {
+            continue;
+        };
+        let state = outcome_state(&writes.states, &key);
+        outcome.handed.push((claimed_at_insert(id, key, envelope.clone(), state, now), slot));
+    }
     Ok(outcome)
+}
+
+/// A slot of its endpoint for each conversation the batch queues webhooks
+/// for, as far as `handoff`'s dispatcher has room.
+fn reserve_slots(
+    handoff: Option<&Handoff>,
+    webhooks: &[(ConvKey, WebhookEnvelope)],
+) -> HashMap<ConvKey, Slot> {
+    let mut slots = HashMap::new();
+    let Some(handoff) = handoff else { return slots };
+    if handoff.claimer().is_none() {
+        return slots;
+    }
+    for (key, _) in webhooks {
+        if !slots.contains_key(key)
+            && let Some(slot) = handoff.reserve(key.bot_id.as_str())
+        {
+            slots.insert(key.clone(), slot);
+        }
+    }
+    slots
+}
+
+fn outcome_state<'a>(states: &'a [(ConvKey, Conversation)], key: &ConvKey) -> Option<&'a Conversation> {
+    states.iter().find(|(k, _)| k == key).map(|(_, state)| state)
+}
+
+/// The delivery a claim round would have read for a head claimed at insert:
+/// no attempt yet, its budget starting now (for a `widgetEscalate`, its
+/// escalation's creation: this batch), and live if its escalation is the
+/// conversation's live one after the batch.
+fn claimed_at_insert(
+    id: i64,
+    key: ConvKey,
+    envelope: WebhookEnvelope,
+    state: Option<&Conversation>,
+    now: DateTime<Utc>,
+) -> ClaimedDelivery {
+    let escalation_live = state
+        .and_then(Conversation::live)
+        .is_some_and(|live| envelope.escalation_id.as_ref() == Some(&live.id));
+    ClaimedDelivery {
+        id,
+        key,
+        sequence: envelope.sequence,
+        event_type: envelope.event.event_type().to_owned(),
+        escalation_id: envelope.escalation_id.clone(),
+        envelope,
+        attempts: 0,
+        first_attempt_at: now,
+        reason: None,
+        escalation_live,
+    }
 }
 
 /// The error that failed a pipelined step; `errors` holds at least one.

@@ -34,7 +34,7 @@ pub mod service;
 mod shard;
 pub mod timers;
 
-pub use batch::{BatchOutcome, apply_batch, apply_fenced};
+pub use batch::{BatchOutcome, apply_batch, apply_fenced, apply_handing};
 pub use bots::BotRules;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};

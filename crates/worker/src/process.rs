@@ -17,9 +17,10 @@
 //!   that fail alone are dead-lettered.
 //!
 //! Announcing is the stage after the commit and before the ack: it tells what
-//! the commit made durable to those waiting for it (the webhook dispatcher's
-//! wake-up and the outbox `NOTIFY`, the `Prefer: wait` replies, the live
-//! streams). It never fails the batch: a lost announcement is recovered by
+//! the commit made durable to those waiting for it (the deliveries claimed at
+//! insert, handed to the webhook dispatcher of this process; its wake-up and
+//! the outbox `NOTIFY` for new heads left to claim rounds; the `Prefer: wait`
+//! replies; the live streams). It never fails the batch: a lost announcement is recovered by
 //! the dispatcher's poll, the ingress's event-log lookup and the streams'
 //! catch-up from the database.
 //!
@@ -38,7 +39,7 @@ use metrics::{counter, histogram};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::batch::{BatchOutcome, apply_fenced};
+use crate::batch::{BatchOutcome, apply_handing};
 use domain::report::error_chain;
 
 use crate::error::Result;
@@ -162,8 +163,15 @@ async fn apply_with_retries(
     let mut attempt: u32 = 0;
     loop {
         let started = Instant::now();
-        let outcome =
-            apply_fenced(&ctx.store, &ctx.rules, envelopes, batch_now(envelopes), Some(fence)).await;
+        let outcome = apply_handing(
+            &ctx.store,
+            &ctx.rules,
+            envelopes,
+            batch_now(envelopes),
+            Some(fence),
+            ctx.handoff.as_ref(),
+        )
+        .await;
         match outcome {
             Ok(outcome) => {
                 histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
@@ -250,9 +258,16 @@ async fn apply_one_by_one(
 /// publishes the updates to live streams. `replies` holds each envelope's
 /// `reply_to`.
 fn announce(ctx: &Context, envelopes: &[Envelope], replies: &[Option<String>], outcome: BatchOutcome) {
-    if outcome.webhooks_queued {
-        if let Some(dispatcher) = &ctx.wake {
-            dispatcher.notify_one();
+    if let Some(handoff) = &ctx.handoff {
+        for (delivery, slot) in outcome.handed {
+            handoff.hand(delivery, slot);
+        }
+    }
+    // Deliveries queued behind a pending head wait for its settlement (its
+    // dispatcher moves on by itself); only new unclaimed heads need a round.
+    if outcome.unclaimed_heads > 0 {
+        if let Some(handoff) = &ctx.handoff {
+            handoff.wake();
         }
         ctx.announce.notify_one();
     }

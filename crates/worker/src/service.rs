@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use broker::{Publisher, PublisherConfig, Topology};
+use delivery::Handoff;
 use settings::Settings;
 use store::Store;
 use tokio::sync::{Notify, watch};
@@ -40,11 +41,13 @@ pub(crate) struct Context {
     pub(crate) amqp: Amqp,
     /// Announces committed batches to live subscribers.
     pub(crate) live: LivePublisher,
-    /// Notified after a batch queued webhook deliveries, so a dispatcher in
-    /// this process claims them at once instead of at its next poll.
-    pub(crate) wake: Option<Arc<Notify>>,
-    /// Notified after a batch queued webhook deliveries, so that dispatchers
-    /// in other processes hear of them (`NOTIFY`, sent by [`announce_outbox`]).
+    /// Shared with the webhook dispatcher of this process: deliveries
+    /// claimed at insert are handed to it, and it is woken for new heads
+    /// left to its claim rounds instead of at its next poll.
+    pub(crate) handoff: Option<Handoff>,
+    /// Notified after a batch queued new heads left to claim rounds, so that
+    /// dispatchers in other processes hear of them (`NOTIFY`, sent by
+    /// [`announce_outbox`]).
     pub(crate) announce: Arc<Notify>,
 }
 
@@ -54,10 +57,11 @@ pub struct Worker;
 
 impl Worker {
     /// Starts a worker with `settings` (broker, database, bots) and `config`
-    /// (its own knobs), in the background, and returns its handle. `wake` is
-    /// the webhook dispatcher's wake-up, notified after every commit that
-    /// queued webhook deliveries (a dispatcher in the same process starts at
-    /// once instead of at its next poll).
+    /// (its own knobs), in the background, and returns its handle. `handoff`
+    /// is shared with the webhook dispatcher of the same process: the worker
+    /// claims at insert the deliveries it has room for and hands them over
+    /// after the commit, and wakes it for the new heads it left to claim
+    /// rounds (so they start at once instead of at its next poll).
     ///
     /// The database must be migrated. Neither the database nor the broker
     /// needs to be up: the worker waits for PostgreSQL (logging each failed
@@ -72,7 +76,7 @@ impl Worker {
     pub async fn start(
         settings: &Settings,
         config: WorkerConfig,
-        wake: Option<Arc<Notify>>,
+        handoff: Option<Handoff>,
     ) -> Result<WorkerHandle> {
         config.validate()?;
         let broker = &settings.broker;
@@ -93,7 +97,7 @@ impl Worker {
             topology: topology.clone(),
             amqp,
             live: LivePublisher::start(live_amqp, &broker.prefix),
-            wake,
+            handoff,
             announce: Arc::new(Notify::new()),
         });
         let mut publisher_config = PublisherConfig::new(broker.url.clone(), topology);
@@ -239,7 +243,7 @@ impl WorkerHandle {
 
 /// Runs a worker until `shutdown` is cancelled, with `settings` and the
 /// worker knobs of its `[worker]` section ([`WorkerConfig::from_settings`]),
-/// notifying `wake` as [`Worker::start`] does.
+/// sharing `handoff` as [`Worker::start`] does.
 ///
 /// # Errors
 ///
@@ -248,10 +252,10 @@ impl WorkerHandle {
 pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
-    wake: Option<Arc<Notify>>,
+    handoff: Option<Handoff>,
 ) -> anyhow::Result<()> {
     let config = WorkerConfig::from_settings(&settings.worker);
-    let handle = Worker::start(&settings, config, wake).await.context("starting the worker")?;
+    let handle = Worker::start(&settings, config, handoff).await.context("starting the worker")?;
     until_shutdown(handle, shutdown).await
 }
 

@@ -3,19 +3,19 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::{envelope, escalate, success, until, with_env};
-use tokio::sync::Notify;
 use worker::Worker;
 
 #[tokio::test]
 async fn the_dispatcher_is_woken_after_deliveries_are_queued() {
     with_env(1, "", |env| async move {
-        let wake = Arc::new(Notify::new());
+        // No dispatcher serves it: nothing is claimed at insert, every new head is woken for.
+        let handoff = delivery::Handoff::new();
+        let wake = handoff.wakes();
         let worker =
-            Worker::start(&env.settings, env.worker_config(), Some(wake.clone())).await.expect("starts");
+            Worker::start(&env.settings, env.worker_config(), Some(handoff.clone())).await.expect("starts");
         until("the worker holds its shard", Duration::from_secs(20), || worker.shards().len() == 1).await;
 
         // escalate queues widgetEscalate: a wake-up.

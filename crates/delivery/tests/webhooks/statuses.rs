@@ -119,11 +119,11 @@ async fn a_configured_wake_starts_a_claim_round_before_the_next_poll() {
         let receiver = Receiver::start().await;
         receiver.always(200);
         let settings = settings(vec![bot("woken", &receiver.url(), &[secret(1)])]);
-        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let handoff = delivery::Handoff::new();
         // Polls once at start, then not for a minute: only a wake-up can send.
         let config = delivery::DispatcherConfig {
             poll_interval: Duration::from_secs(60),
-            wake: Some(wake.clone()),
+            handoff: Some(handoff.clone()),
             listen: false,
             ..fast_config()
         };
@@ -132,7 +132,7 @@ async fn a_configured_wake_starts_a_claim_round_before_the_next_poll() {
         insert(&store, &[(key("woken", "c"), message(1, "x"))]).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(receiver.count(), 0, "sent without a wake-up: the poll interval is not what this tests");
-        wake.notify_one();
+        handoff.wake();
         eventually(Duration::from_secs(5), "the delivery after the wake-up", || async {
             receiver.count() == 1
         })
