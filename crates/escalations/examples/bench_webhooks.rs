@@ -10,7 +10,8 @@
 //!   then workers that know it start, and the backlog drains to the sink.
 //! - sustained: `BENCH_CONVERSATIONS` (2,000) connected conversations, their
 //!   visitors posting messages at a fixed 500, 1,000 and 2,000 per second for
-//!   `BENCH_SECS` (10) s each: delivered/s, POST → `widgetMessage` p50/p99,
+//!   `BENCH_SECS` (10) s each (other rates: `BENCH_RATES=100,500`):
+//!   delivered/s, POST → `widgetMessage` p50/p99,
 //!   and order, signatures and counts checked.
 //! - recovery: 500 messages/s; the endpoint answers 503 for 10 s, then 200
 //!   again: seconds until the backlog is gone.
@@ -328,7 +329,11 @@ async fn bench_sustained(binary: &std::path::Path, conversations: usize, secs: u
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tokens: Vec<(String, String)> = names.iter().map(|n| (n.clone(), tokens[n].clone())).collect();
 
-    for rate in [500, 1_000, 2_000] {
+    let rates: Vec<usize> = std::env::var("BENCH_RATES")
+        .ok()
+        .map(|list| list.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![500, 1_000, 2_000]);
+    for rate in rates {
         sink.clear();
         let label = format!("r{rate}");
         let sent = post_at_rate(&deployment, &tokens, rate, secs, &label, |_| {}).await;

@@ -23,6 +23,12 @@ use settings::{Role, Settings};
 use shutdown::{shutdown_on_signal, stop_all_after};
 use tokio_util::sync::CancellationToken;
 
+/// Under load, glibc's allocator took about a fifth of the roles' CPU
+/// (docs/benchmarks.md); mimalloc serves the same many small, short-lived
+/// allocations (bodies, JSON, rows) for less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Usage errors exit 2 here, from clap.
