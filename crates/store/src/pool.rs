@@ -38,8 +38,7 @@ impl fmt::Debug for Store {
 /// load, planning was a fifth of the database's CPU: docs/benchmarks.md). The
 /// generic plans are the ones `tests/plans.rs` and `tests/outbox_plans.rs`
 /// check: they probe keys, whatever the statistics.
-const KEYED_ONLY: &str =
-    "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan";
+const KEYED_ONLY: &str = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan";
 
 /// Connecting a new connection gives up after this long, so a database that is
 /// down surfaces as an error instead of a hang.
