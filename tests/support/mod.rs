@@ -59,6 +59,10 @@ pub fn settings(bot_overrides: &str) -> Settings {
         pool_size = 8
         [widget]
         token_secret = "{TOKEN_SECRET}"
+        # The benchmarks open 10,000 streams at once (the instance's reconnect-storm limit
+        # is a production default, not what these measure).
+        instance_stream_opens_per_sec = 1000000
+        instance_stream_open_burst = 1000000
         [[bots]]
         id = "{BOT}"
         api_keys = ["{KEY}"]
