@@ -86,18 +86,21 @@ const INSERT_WEBHOOK: &str = "
     ), firsts AS (
         SELECT DISTINCT ON (bot_id, conversation_id) id, bot_id, conversation_id, sequence, next_attempt_at
         FROM ins ORDER BY bot_id, conversation_id, sequence
-    ), takes AS (
-        SELECT DISTINCT t.bot_id, t.conversation_id
-        FROM UNNEST($1::text[], $2::text[], $8::bool[]) AS t(bot_id, conversation_id, take)
-        WHERE t.take
+    ), flagged AS (
+        -- A hashed subplan, not a join: the batch connections plan no hash
+        -- join, and a nested loop here would cost rows × conversations.
+        SELECT f.*, (f.bot_id, f.conversation_id) IN (
+                   SELECT t.bot_id, t.conversation_id
+                   FROM UNNEST($1::text[], $2::text[], $8::bool[]) AS t(bot_id, conversation_id, take)
+                   WHERE t.take
+               ) AS take
+        FROM firsts f
     ), heads AS (
         INSERT INTO webhook_heads (bot_id, conversation_id, delivery_id, sequence, due_at, claimed_by)
         SELECT f.bot_id, f.conversation_id, f.id, f.sequence,
-               CASE WHEN t.bot_id IS NULL THEN f.next_attempt_at
-                    ELSE now() + make_interval(secs => $10::float8) END,
-               CASE WHEN t.bot_id IS NULL THEN NULL ELSE $9::text END
-        FROM firsts f
-        LEFT JOIN takes t ON t.bot_id = f.bot_id AND t.conversation_id = f.conversation_id
+               CASE WHEN f.take THEN now() + make_interval(secs => $10::float8) ELSE f.next_attempt_at END,
+               CASE WHEN f.take THEN $9::text END
+        FROM flagged f
         ORDER BY f.bot_id, f.conversation_id
         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET sequence = webhook_heads.sequence WHERE false
         RETURNING delivery_id, bot_id, conversation_id, sequence, claimed_by IS NOT NULL AS claimed

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use domain::webhook::{WebhookEnvelope, WebhookEvent};
-use store::{ClaimGroup, DeadLetterFilter, DeadReason, Settle, SettleJob, Store, insert_webhook_deliveries};
+use store::{
+    ClaimAtInsert, ClaimGroup, DeadLetterFilter, DeadReason, Settle, SettleJob, Store,
+    insert_webhook_deliveries, queue_webhook_deliveries,
+};
 use support::{database_url, escalation_id, key};
 
 const CONVERSATIONS: usize = 10_000;
@@ -228,4 +231,24 @@ async fn scenario(store: Store) {
     let rows = timeline.expect("timeline").len();
     assert_eq!(rows, 3);
     assert_bounded("conversation deliveries", cost, rows);
+
+    // The worker's insert claiming new heads at insert (the hand-off to the
+    // dispatcher of its process): 50 rows of new conversations, whose heads
+    // it claims, and 50 behind pending heads, which it cannot.
+    let rows: Vec<_> = (0..50)
+        .map(|i| (key("bot", &format!("new-{i}")), envelope(1)))
+        .chain((9_000..9_050).map(|i| (key("bot", &format!("c-{i}")), envelope(4))))
+        .collect();
+    let take = vec![true; rows.len()];
+    let claim = ClaimAtInsert { claimer: "local", lease: LEASE, take: &take };
+    let (queued, cost) = measure(&store, &reader, async {
+        let mut client = store.client().await.expect("client");
+        let tx = client.transaction().await.expect("begin");
+        let queued = queue_webhook_deliveries(&tx, &rows, Utc::now(), Some(claim)).await.expect("insert");
+        tx.commit().await.expect("commit");
+        queued
+    })
+    .await;
+    assert_eq!((queued.inserted, queued.heads, queued.claimed.len()), (100, 50, 50));
+    assert_bounded("insert claiming new heads at insert", cost, rows.len());
 }

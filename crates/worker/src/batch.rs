@@ -172,12 +172,9 @@ pub async fn apply_handing(
         changed.into_iter().filter_map(|key| states.remove(&key).map(|state| (key, state))).collect();
 
     outcome.live = live_updates(&writes, duplicates, &states);
-    let mut slots = reserve_slots(handoff, &writes.webhooks);
+    let (claimer, mut slots) = reserve_slots(handoff, &writes.webhooks);
     let take: Vec<bool> = writes.webhooks.iter().map(|(key, _)| slots.contains_key(key)).collect();
-    let claim = handoff
-        .and_then(Handoff::claimer)
-        .filter(|_| !slots.is_empty())
-        .map(|(claimer, lease)| ClaimAtInsert { claimer, lease, take: &take });
+    let claim = claimer.map(|(claimer, lease)| ClaimAtInsert { claimer, lease, take: &take });
 
     let mut armed = Vec::new();
     let mut disarmed = Vec::new();
@@ -217,16 +214,16 @@ pub async fn apply_handing(
 }
 
 /// A slot of its endpoint for each conversation the batch queues webhooks
-/// for, as far as `handoff`'s dispatcher has room.
-fn reserve_slots(
-    handoff: Option<&Handoff>,
+/// for, as far as `handoff`'s dispatcher has room, with that dispatcher's
+/// claimer name and lease (`None` when nothing was reserved).
+fn reserve_slots<'h>(
+    handoff: Option<&'h Handoff>,
     webhooks: &[(ConvKey, WebhookEnvelope)],
-) -> HashMap<ConvKey, Slot> {
+) -> (Option<(&'h str, std::time::Duration)>, HashMap<ConvKey, Slot>) {
     let mut slots = HashMap::new();
-    let Some(handoff) = handoff else { return slots };
-    if handoff.claimer().is_none() {
-        return slots;
-    }
+    let Some((handoff, claimer)) = handoff.and_then(|h| h.claimer().map(|claimer| (h, claimer))) else {
+        return (None, slots);
+    };
     for (key, _) in webhooks {
         if !slots.contains_key(key)
             && let Some(slot) = handoff.reserve(key.bot_id.as_str())
@@ -234,7 +231,7 @@ fn reserve_slots(
             slots.insert(key.clone(), slot);
         }
     }
-    slots
+    ((!slots.is_empty()).then_some(claimer), slots)
 }
 
 fn outcome_state<'a>(states: &'a [(ConvKey, Conversation)], key: &ConvKey) -> Option<&'a Conversation> {
