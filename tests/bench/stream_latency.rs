@@ -23,6 +23,11 @@ use e2e::{BOT, KEY, SseStream, System};
 use futures::StreamExt;
 use serde_json::json;
 
+/// The allocator the product's binary runs with (crates/escalations/src/main.rs), so
+/// the roles in this process allocate as they do in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Set in the client process: the file with the base URL and the tokens.
 const CLIENT_ENV: &str = "STREAM_LATENCY_CLIENT";
 

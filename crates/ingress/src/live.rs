@@ -89,9 +89,9 @@ pub struct LiveHub(Arc<Hub>);
 struct Hub {
     exchange: ShortString,
     subscribers: Mutex<HashMap<Key, Entry>>,
-    /// The session binds go to. Binds and unbinds hold it shared, so stream
-    /// opens of different conversations never wait for each other (issue
-    /// 11); re-binding on a new session holds it exclusively, so the
+    /// The session binds go to. Binds and unbinds hold it shared, so a stream
+    /// open waits for no other conversation's lock, only for its turn on the
+    /// session's channel (one bind in flight, [`Session::bind`]); re-binding on a new session holds it exclusively, so the
     /// subscriber map cannot change while a new session binds it.
     /// `None` until the first session is up (an ingress may start while
     /// RabbitMQ is away: the supervisor keeps trying, issue 11).
