@@ -161,7 +161,7 @@ async fn republish(settings: &Settings, channel: &Channel, queue: &str) -> OpsRe
         while let Some(message) = take(channel, queue).await? {
             match Envelope::from_bytes(&message.delivery.data) {
                 Ok(envelope) => {
-                    let outbound = worker::outbound_message(&envelope, settings.broker.shards);
+                    let outbound = broker::OutboundMessage::of(&envelope, settings.broker.shards);
                     publisher.publish(&outbound).await.map_err(|error| {
                         let doing = format!("republishing event {}", envelope.command.event_id.as_str());
                         OpsError::unavailable(&doing, error)

@@ -27,6 +27,7 @@
 //! queues on RabbitMQ 3.10; deliveries racing the cancel are also dropped by
 //! lapin, so "drain after cancel" is not reliable either).
 
+use domain::Envelope;
 use std::fmt;
 
 use futures::{FutureExt, StreamExt};
@@ -62,6 +63,17 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The [`Envelope`] the body carries (the counterpart of
+    /// [`crate::OutboundMessage::of`]); an error is a poison message, for the
+    /// caller to dead-letter alone.
+    ///
+    /// # Errors
+    ///
+    /// The body is not an envelope's JSON.
+    pub fn envelope(&self) -> Result<Envelope, serde_json::Error> {
+        Envelope::from_bytes(&self.body)
+    }
+
     fn from_lapin(delivery: lapin::message::Delivery) -> Self {
         Self {
             tag: delivery.delivery_tag,

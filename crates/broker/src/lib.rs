@@ -12,10 +12,13 @@
 //!   (`broker.url` may list several), and connecting to any one that
 //!   answers; jittered reconnect delays.
 //! - [`publisher`]: [`Publisher`] keeps a connection with confirm-mode
-//!   channels alive in the background and publishes [`OutboundMessage`]s,
-//!   answering only once the broker confirmed, or failing fast when it can't.
+//!   channels alive in the background and publishes [`OutboundMessage`]s
+//!   (an envelope's is [`OutboundMessage::of`], or
+//!   [`Publisher::publish_envelope`]), answering only once the broker
+//!   confirmed, or failing fast when it can't.
 //! - [`consumer`]: [`ShardConsumer`] reads one shard queue on its own channel
-//!   (prefetch, manual acks) and yields typed [`Delivery`]s, with
+//!   (prefetch, manual acks) and yields typed [`Delivery`]s (whose
+//!   [`Delivery::envelope`] decodes the body, or names the poison), with
 //!   ack-through-tag and a stop that always closes the channel.
 //! - [`dead`]: the worker's dead letters, published (confirmed) with the
 //!   reason in their headers.
@@ -39,8 +42,8 @@ pub mod topology;
 pub use consumer::{Delivery, ShardConsumer};
 pub use error::{Error, Result};
 pub use live::{
-    LIVE_KEYS_PER_MESSAGE, VERDICTS_TYPE, declare_live, live_exchange, live_routing_key, publish_live,
-    publish_reply,
+    LIVE_KEYS_PER_MESSAGE, LiveMessage, VERDICTS_TYPE, declare_live, live_exchange, live_routing_key,
+    publish_live, publish_reply,
 };
 pub use nodes::Nodes;
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};

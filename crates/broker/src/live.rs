@@ -7,6 +7,7 @@
 //! database's widget stream is the source of truth and a stream fills any gap
 //! from it. Losing a live message costs latency, never an event.
 
+use domain::live::LiveUpdate;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
@@ -124,9 +125,81 @@ pub async fn publish_reply(channel: &Channel, queue: &str, body: &[u8]) -> Resul
     Ok(())
 }
 
+/// What arrives on an ingress instance's live queue, told apart by the AMQP
+/// `type` the sender set: the one decoder for both kinds, so each goes its
+/// own typed way from here (news to the conversations' streams, verdicts to
+/// the requests waiting for them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveMessage {
+    /// A committed batch's news for the conversations bound here ([`publish_live`]).
+    News(Vec<LiveUpdate>),
+    /// The updates carrying the verdicts that commands published with this
+    /// queue as `reply_to` wait for ([`publish_reply`], type [`VERDICTS_TYPE`]).
+    Verdicts(Vec<LiveUpdate>),
+}
+
+impl LiveMessage {
+    /// Decodes a message of AMQP type `kind` with `body`: a JSON array of
+    /// updates, or one update as an object (as workers before batched live
+    /// messages sent).
+    ///
+    /// # Errors
+    ///
+    /// The body is neither.
+    pub fn decode(kind: Option<&str>, body: &[u8]) -> std::result::Result<Self, serde_json::Error> {
+        let array = body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[');
+        let updates = if array {
+            serde_json::from_slice::<Vec<LiveUpdate>>(body)?
+        } else {
+            vec![serde_json::from_slice::<LiveUpdate>(body)?]
+        };
+        Ok(if kind == Some(VERDICTS_TYPE) {
+            LiveMessage::Verdicts(updates)
+        } else {
+            LiveMessage::News(updates)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn update(conversation: &str) -> LiveUpdate {
+        LiveUpdate {
+            bot_id: domain::BotId::parse("bot").expect("id"),
+            conversation_id: domain::ConversationId::parse(conversation).expect("id"),
+            phase: domain::Phase::Idle,
+            events: Vec::new(),
+            verdicts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn live_messages_decode_by_their_type_as_arrays_or_one_update() {
+        let batch = serde_json::to_vec(&[update("a"), update("b")]).expect("json");
+        assert_eq!(
+            LiveMessage::decode(None, &batch).expect("news"),
+            LiveMessage::News(vec![update("a"), update("b")])
+        );
+        assert_eq!(
+            LiveMessage::decode(Some(VERDICTS_TYPE), &batch).expect("verdicts"),
+            LiveMessage::Verdicts(vec![update("a"), update("b")])
+        );
+        let one = serde_json::to_vec(&update("c")).expect("json");
+        let padded = [b" \n".as_slice(), &batch].concat();
+        assert_eq!(
+            LiveMessage::decode(Some("other"), &one).expect("one"),
+            LiveMessage::News(vec![update("c")])
+        );
+        assert_eq!(
+            LiveMessage::decode(None, &padded).expect("padded"),
+            LiveMessage::News(vec![update("a"), update("b")])
+        );
+        assert!(LiveMessage::decode(None, b"[1]").is_err());
+        assert!(LiveMessage::decode(Some(VERDICTS_TYPE), b"{}").is_err());
+        assert!(LiveMessage::decode(None, b"").is_err());
+    }
 
     #[test]
     fn routing_keys_are_short_and_distinct() {

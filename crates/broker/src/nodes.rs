@@ -112,29 +112,7 @@ impl Nodes {
     }
 }
 
-/// The URLs of a `broker.url` value: split at each comma that starts a new
-/// `scheme://` URL (a comma anywhere else, e.g. in a password, stays),
-/// trimmed, empty entries dropped.
-#[must_use]
-pub fn split_urls(list: &str) -> Vec<String> {
-    let mut urls: Vec<String> = Vec::new();
-    for piece in list.split(',') {
-        if piece.trim().is_empty() {
-            continue;
-        }
-        let starts_url = piece.trim_start().split_once("://").is_some_and(|(scheme, _)| {
-            !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-        });
-        match urls.last_mut() {
-            Some(previous) if !starts_url => {
-                previous.push(',');
-                previous.push_str(piece);
-            }
-            _ => urls.push(piece.to_owned()),
-        }
-    }
-    urls.into_iter().map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()
-}
+pub use domain::url_list::split_urls;
 
 /// A jittered delay: uniformly between half of `delay` and all of it, so
 /// that the processes a node loss disconnected at the same moment do not all
@@ -171,24 +149,6 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_url_is_one_node() {
-        assert_eq!(
-            split_urls("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            ["amqp://guest:guest@127.0.0.1:5672/%2f"]
-        );
-    }
-
-    #[test]
-    fn a_list_splits_at_each_new_url_only() {
-        assert_eq!(
-            split_urls(" amqp://a:1/%2f , amqps://u:p,w@b:2/v,amqp://c:3 ,"),
-            ["amqp://a:1/%2f", "amqps://u:p,w@b:2/v", "amqp://c:3"]
-        );
-        assert_eq!(split_urls(""), Vec::<String>::new());
-        assert_eq!(split_urls("nope,amqp://a"), ["nope", "amqp://a"]);
-    }
 
     #[test]
     fn jitter_stays_within_half_and_all_of_the_delay() {

@@ -19,6 +19,7 @@ use crate::{
     topology::{Topology, name},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
+use domain::Envelope;
 use lapin::{
     BasicProperties, Confirmation,
     types::{AMQPValue, FieldTable, LongString, ShortString},
@@ -110,7 +111,9 @@ impl fmt::Debug for PublisherConfig {
     }
 }
 
-/// One validated agent event, ready to be published.
+/// One validated event, ready to be published; built from its [`Envelope`]
+/// by [`OutboundMessage::of`], the one place that maps an envelope to the
+/// broker's message (body, headers, shard).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
     /// Becomes the AMQP `message_id`, which consumers use to de-duplicate.
@@ -131,6 +134,31 @@ pub struct OutboundMessage {
     pub reply_to: Option<String>,
     /// `shard_for(bot_id, conversation_id, topology.shards)`.
     pub shard: u16,
+}
+
+impl OutboundMessage {
+    /// The message carrying `envelope` to its conversation's shard among `shards`.
+    #[must_use]
+    pub fn of(envelope: &Envelope, shards: u16) -> Self {
+        let (bot_id, conversation_id) = (envelope.bot_id.as_str(), envelope.conversation_id.as_str());
+        Self {
+            event_id: envelope.command.event_id.as_str().to_owned(),
+            bot_id: bot_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            event_type: envelope.event_type().to_owned(),
+            received_at: envelope.received_at,
+            body: envelope.to_bytes(),
+            shard: shard_for(bot_id, conversation_id, shards),
+            reply_to: None,
+        }
+    }
+
+    /// The same message, asking the worker to send its verdict to the queue `reply_to`.
+    #[must_use]
+    pub fn replying_to(mut self, reply_to: Option<String>) -> Self {
+        self.reply_to = reply_to;
+        self
+    }
 }
 
 /// Publishes [`OutboundMessage`]s with publisher confirms; see the module docs.
@@ -186,6 +214,17 @@ impl Publisher {
             counter!(FAILURES_TOTAL, "reason" => error.reason()).increment(1);
         }
         outcome
+    }
+
+    /// [`Publisher::publish`] of `envelope`, to its shard of this publisher's
+    /// topology, with `reply_to` for a verdict if given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::publish`].
+    pub async fn publish_envelope(&self, envelope: &Envelope, reply_to: Option<String>) -> Result<(), Error> {
+        let message = OutboundMessage::of(envelope, self.topology().shards).replying_to(reply_to);
+        self.publish(&message).await
     }
 
     async fn try_publish(&self, msg: &OutboundMessage) -> Result<()> {
@@ -351,6 +390,27 @@ mod tests {
         assert!(!format!("{config:?}").contains("pw"));
         let config = PublisherConfig::new("amqp://u:pw@h/,amqp://u:pw2@i/", Topology::new("p", 1, 1));
         assert!(!format!("{config:?}").contains("pw"));
+    }
+
+    #[test]
+    fn an_envelope_becomes_its_message_on_its_conversations_shard() {
+        use domain::{BotId, Command, ConversationId, EventId, Input};
+        let envelope = Envelope {
+            bot_id: BotId::parse("bot").expect("id"),
+            conversation_id: ConversationId::parse("conv-7").expect("id"),
+            received_at: DateTime::from_timestamp(1_800_000_000, 0).expect("time"),
+            command: Command { event_id: EventId::parse("evt-9").expect("id"), input: Input::VisitorEnd },
+        };
+        let message = OutboundMessage::of(&envelope, 16);
+        assert_eq!(message.event_id, "evt-9");
+        assert_eq!((message.bot_id.as_str(), message.conversation_id.as_str()), ("bot", "conv-7"));
+        assert_eq!(message.event_type, "visitorEnd");
+        assert_eq!(message.received_at, envelope.received_at);
+        assert_eq!(message.shard, shard_for("bot", "conv-7", 16));
+        assert_eq!(Envelope::from_bytes(&message.body).expect("decodes"), envelope);
+        assert_eq!(message.reply_to, None);
+        let replying = OutboundMessage::of(&envelope, 16).replying_to(Some("amq.gen-1".into()));
+        assert_eq!(replying.reply_to.as_deref(), Some("amq.gen-1"));
     }
 
     #[test]

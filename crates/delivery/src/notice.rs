@@ -3,7 +3,7 @@
 //! is told"): an `escalateUndeliverable` command published, with a confirm,
 //! to the conversation's shard queue, like any other command.
 
-use broker::{OutboundMessage, Publisher, shard_for};
+use broker::Publisher;
 use chrono::{DateTime, Utc};
 use domain::{Command, Envelope, EscalationId, EventId, Input};
 use store::ClaimedDelivery;
@@ -37,18 +37,6 @@ pub async fn publish_undeliverable(publisher: Option<&Publisher>, delivery: &Cla
     let Some(publisher) = publisher else { return Err(Error::NoPublisher) };
     let Some(escalation_id) = delivery.escalation_id.clone() else { return Ok(()) };
     let Some(envelope) = undeliverable_envelope(delivery, escalation_id, Utc::now()) else { return Ok(()) };
-    let bot = delivery.key.bot_id.as_str();
-    let conversation = delivery.key.conversation_id.as_str();
-    let message = OutboundMessage {
-        event_id: envelope.command.event_id.to_string(),
-        bot_id: bot.to_owned(),
-        conversation_id: conversation.to_owned(),
-        event_type: envelope.event_type().to_owned(),
-        received_at: envelope.received_at,
-        body: envelope.to_bytes(),
-        shard: shard_for(bot, conversation, publisher.topology().shards),
-        reply_to: None,
-    };
-    publisher.publish(&message).await?;
+    publisher.publish_envelope(&envelope, None).await?;
     Ok(())
 }

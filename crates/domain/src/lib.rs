@@ -22,6 +22,7 @@
 //!   and the final/retryable classification of attempt outcomes.
 //! - [`time`]: instants after a duration, saturating.
 //! - [`report`]: an error and its sources on one line.
+//! - [`url_list`]: where a list of node URLs in one string splits.
 
 pub mod agent_event;
 pub mod display;
@@ -32,6 +33,7 @@ pub mod machine;
 pub mod report;
 pub mod retry;
 pub mod time;
+pub mod url_list;
 pub mod validation;
 pub mod webhook;
 pub mod widget;

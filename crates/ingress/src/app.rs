@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use broker::{OutboundMessage, Publisher, shard_for};
+use broker::Publisher;
 use domain::{Envelope, EventId};
 use metrics_exporter_prometheus::PrometheusHandle;
 use settings::Settings;
@@ -164,19 +164,7 @@ impl AppState {
         envelope: &Envelope,
         reply_to: Option<String>,
     ) -> Result<(), ApiError> {
-        let bot_id = envelope.bot_id.as_str();
-        let conversation_id = envelope.conversation_id.as_str();
-        let message = OutboundMessage {
-            event_id: envelope.command.event_id.to_string(),
-            bot_id: bot_id.to_owned(),
-            conversation_id: conversation_id.to_owned(),
-            event_type: envelope.event_type().to_owned(),
-            received_at: envelope.received_at,
-            body: envelope.to_bytes(),
-            shard: shard_for(bot_id, conversation_id, self.0.settings.broker.shards),
-            reply_to,
-        };
-        self.0.publisher.publish(&message).await.map_err(ApiError::broker)
+        self.0.publisher.publish_envelope(envelope, reply_to).await.map_err(ApiError::broker)
     }
 }
 

@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use broker::live_exchange;
 use broker::nodes::Nodes;
+use broker::{LiveMessage, live_exchange};
 use domain::live::LiveUpdate;
 use domain::{Phase, ScopedEventId, Verdict};
 use lapin::types::ShortString;
@@ -348,42 +348,22 @@ impl Hub {
         Ok(keys.len())
     }
 
-    /// Hands one message's updates to their conversations' subscribers, if
-    /// any. The body is one conversation's update, or a JSON array of them
-    /// (a committed batch published as one message for all its conversations).
-    fn dispatch(&self, body: &[u8], reply: bool) {
-        let batch = body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[');
-        let decoded = if batch {
-            serde_json::from_slice::<Vec<LiveUpdate>>(body)
-        } else {
-            serde_json::from_slice::<LiveUpdate>(body).map(|update| vec![update])
-        };
-        let updates = match decoded {
-            Ok(updates) => updates,
+    /// Takes one message from the live queue (decoded by
+    /// [`LiveMessage::decode`]): news goes to the streams, verdicts to the
+    /// requests waiting for them; an undecodable one is counted and dropped.
+    fn receive(&self, message: Result<LiveMessage, serde_json::Error>) {
+        match message {
+            Ok(LiveMessage::News(updates)) => self.deliver_news(updates),
+            Ok(LiveMessage::Verdicts(updates)) => self.resolve_verdicts(&updates),
             Err(error) => {
                 counter!("escalations_ingress_live_messages_total", "outcome" => "undecodable").increment(1);
                 warn!(%error, "undecodable live message dropped");
-                return;
             }
-        };
-        if reply {
-            // Verdicts for this instance's waiters, not news for its streams
-            // (which get the same batch through their bindings).
-            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            for update in &updates {
-                let (bot, conversation) = (update.bot_id.as_str(), update.conversation_id.as_str());
-                for verdict in &update.verdicts {
-                    let id = ScopedEventId(verdict.space, verdict.event_id.clone());
-                    let key = (bot.to_owned(), conversation.to_owned(), id);
-                    for (_, waiter) in waiters.remove(&key).unwrap_or_default() {
-                        let _ = waiter.send((verdict.verdict, update.phase));
-                        counter!("escalations_ingress_live_messages_total", "outcome" => "verdict")
-                            .increment(1);
-                    }
-                }
-            }
-            return;
         }
+    }
+
+    /// Hands a committed batch's updates to their conversations' subscribers, if any.
+    fn deliver_news(&self, updates: Vec<LiveUpdate>) {
         let map = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
         for update in updates {
             // The routing key is a hash, so the ids in the body decide.
@@ -392,6 +372,23 @@ impl Hub {
                 // No receiver left is fine: the last one is being released.
                 let _ = entry.sender.send(LiveSignal::Update(Arc::new(update)));
                 counter!("escalations_ingress_live_messages_total", "outcome" => "delivered").increment(1);
+            }
+        }
+    }
+
+    /// Resolves the waiters of this instance whose verdicts `updates` carry
+    /// (streams get the same batch as news, through their bindings).
+    fn resolve_verdicts(&self, updates: &[LiveUpdate]) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        for update in updates {
+            let (bot, conversation) = (update.bot_id.as_str(), update.conversation_id.as_str());
+            for verdict in &update.verdicts {
+                let id = ScopedEventId(verdict.space, verdict.event_id.clone());
+                let key = (bot.to_owned(), conversation.to_owned(), id);
+                for (_, waiter) in waiters.remove(&key).unwrap_or_default() {
+                    let _ = waiter.send((verdict.verdict, update.phase));
+                    counter!("escalations_ingress_live_messages_total", "outcome" => "verdict").increment(1);
+                }
             }
         }
     }

@@ -223,7 +223,7 @@ impl<'a> MultiHost<'a> {
 
 /// [`redact_url`] of each URL of a comma-separated node list (`broker.url`), joined again.
 pub fn redact_urls(list: &str) -> String {
-    crate::sections::split_urls(list).iter().map(|url| redact_url(url)).collect::<Vec<_>>().join(",")
+    domain::url_list::split_urls(list).iter().map(|url| redact_url(url)).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use domain::url_list::{split_urls, starts_with_scheme};
+
 use crate::secret::{Secret, redact_url, redact_urls};
 
 /// The HTTP edge (`[http]`): where the ingress listens and how it treats requests.
@@ -94,37 +96,11 @@ pub struct BrokerConfig {
 impl BrokerConfig {
     /// The node URLs of `url`: split at each comma that starts a new `scheme://` URL (a comma
     /// anywhere else, e.g. in a password, stays), trimmed, empty entries dropped. The same
-    /// rule as `broker::nodes::split_urls`.
+    /// rule as the broker client's (`domain::url_list`).
     #[must_use]
     pub fn urls(&self) -> Vec<String> {
         split_urls(&self.url)
     }
-}
-
-/// See [`BrokerConfig::urls`].
-pub(crate) fn split_urls(list: &str) -> Vec<String> {
-    let mut urls: Vec<String> = Vec::new();
-    for piece in list.split(',') {
-        if piece.trim().is_empty() {
-            continue;
-        }
-        let starts_url = starts_with_scheme(piece);
-        match urls.last_mut() {
-            Some(previous) if !starts_url => {
-                previous.push(',');
-                previous.push_str(piece);
-            }
-            _ => urls.push(piece.to_owned()),
-        }
-    }
-    urls.into_iter().map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()
-}
-
-/// Whether `piece` starts (after blanks) with `scheme://`.
-fn starts_with_scheme(piece: &str) -> bool {
-    piece.trim_start().split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    })
 }
 
 /// `broker.url` as one string or an array of strings; an array is joined with commas.
@@ -336,22 +312,4 @@ pub enum LogFormat {
     /// Human-readable, coloured lines.
     #[default]
     Pretty,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_url_starts_with_a_scheme_of_letters_digits_and_plus_minus_dot() {
-        assert!(starts_with_scheme(" amqps://h"));
-        assert!(starts_with_scheme("x+y-z.1://h"));
-        assert!(!starts_with_scheme("://h"), "an empty scheme");
-        assert!(!starts_with_scheme("a b://h"), "a blank in the scheme");
-        assert!(!starts_with_scheme("p@ss://h"));
-        assert!(!starts_with_scheme("h2:5672"));
-        // A comma in a password stays in its URL; one before a scheme starts the next URL.
-        assert_eq!(split_urls("amqp://u:a,b@h1/%2f, amqp://h2"), ["amqp://u:a,b@h1/%2f", "amqp://h2"]);
-        assert_eq!(split_urls("amqp://u:p@h1,://h2"), ["amqp://u:p@h1,://h2"]);
-    }
 }

@@ -17,7 +17,7 @@ pub(crate) fn redacted_url<S: Serializer>(url: &str, serializer: S) -> Result<S:
 /// `serialize_with` for `broker.url`: one URL as a string, several as an array, each
 /// with its password hidden.
 pub(crate) fn redacted_urls<S: Serializer>(list: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    let urls = crate::sections::split_urls(list);
+    let urls = domain::url_list::split_urls(list);
     if urls.len() == 1 {
         return serializer.serialize_str(&redact_url(&urls[0]));
     }

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::{Publisher, PublisherConfig, Topology};
+use broker::{OutboundMessage, Publisher, PublisherConfig, Topology};
 use chrono::Utc;
 use domain::{AgentAction, BotId, Command, ConversationId, Envelope, EscalationId, EventId, Input};
 use futures::{FutureExt, StreamExt};
@@ -35,7 +35,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use settings::Settings;
 use store::Store;
-use worker::{Worker, WorkerConfig, outbound_message};
+use worker::{Worker, WorkerConfig};
 
 const SHARDS: u16 = 16;
 const PREFETCH: u16 = 256;
@@ -102,7 +102,7 @@ async fn raw_lapin(bench: &Bench) -> anyhow::Result<()> {
 
     let messages: Vec<_> = (0..bench.conversations)
         .flat_map(|c| script(c, bench.per))
-        .map(|envelope| outbound_message(&envelope, SHARDS))
+        .map(|envelope| OutboundMessage::of(&envelope, SHARDS))
         .collect();
     let consumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut consumers = Vec::new();
@@ -285,7 +285,7 @@ async fn publish_all(publisher: &Publisher, bench: &Bench) -> Duration {
     futures::stream::iter(0..bench.conversations)
         .for_each_concurrent(bench.conversations, |c| async move {
             for envelope in script(c, bench.per) {
-                let message = outbound_message(&envelope, SHARDS);
+                let message = OutboundMessage::of(&envelope, SHARDS);
                 while let Err(error) = publisher.publish(&message).await {
                     eprintln!("publish failed, retrying: {error}");
                     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -40,4 +40,3 @@ pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use metrics::describe_metrics;
 pub use service::{Worker, WorkerHandle, run};
-pub use timers::outbound_message;

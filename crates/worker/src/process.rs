@@ -76,7 +76,7 @@ pub(crate) async fn settle_batch(
     let mut kept = Vec::with_capacity(deliveries.len());
     let mut envelopes = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
-        match Envelope::from_bytes(&delivery.body) {
+        match delivery.envelope() {
             Ok(envelope) => {
                 envelopes.push(envelope);
                 kept.push(delivery);

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use broker::{OutboundMessage, Publisher, shard_for};
+use broker::{OutboundMessage, Publisher};
 use chrono::{DateTime, Utc};
 use domain::{Command, Envelope, EventId, Input};
 use metrics::counter;
@@ -26,22 +26,6 @@ use domain::report::error_chain;
 use crate::error::Result;
 use crate::metrics::TIMERS_FIRED_TOTAL;
 use crate::service::Context;
-
-/// The broker message carrying `envelope`, the way the ingress publishes:
-/// the event id as `message_id`, routed to the conversation's shard.
-#[must_use]
-pub fn outbound_message(envelope: &Envelope, shards: u16) -> OutboundMessage {
-    OutboundMessage {
-        event_id: envelope.command.event_id.as_str().to_owned(),
-        bot_id: envelope.bot_id.as_str().to_owned(),
-        conversation_id: envelope.conversation_id.as_str().to_owned(),
-        event_type: envelope.event_type().to_owned(),
-        received_at: envelope.received_at,
-        body: envelope.to_bytes(),
-        shard: shard_for(envelope.bot_id.as_str(), envelope.conversation_id.as_str(), shards),
-        reply_to: None,
-    }
-}
 
 /// Polls for due timers every `timer_poll_every` until `shutdown`.
 pub(crate) async fn run_timers(ctx: Arc<Context>, publisher: Arc<Publisher>, shutdown: CancellationToken) {
@@ -95,7 +79,7 @@ async fn fire_due(ctx: &Context, publisher: &Publisher) -> Result<usize> {
     }
     let shards = ctx.topology.shards;
     let messages: Vec<Option<OutboundMessage>> =
-        due.iter().map(|timer| fired_envelope(timer, now).map(|e| outbound_message(&e, shards))).collect();
+        due.iter().map(|timer| fired_envelope(timer, now).map(|e| OutboundMessage::of(&e, shards))).collect();
     let published = futures::future::join_all(messages.iter().map(|message| async move {
         match message {
             Some(message) => publisher.publish(message).await.map_err(|error| error_chain(&error)),
@@ -183,9 +167,9 @@ mod tests {
         let envelope = fired_envelope(&timer("esc-1"), now).expect("valid");
         assert_eq!(envelope.received_at, now);
         assert_eq!(envelope.event_type(), "timerFired");
-        let message = outbound_message(&envelope, 16);
+        let message = OutboundMessage::of(&envelope, 16);
         assert_eq!(message.event_id, "timer:esc-1:no_response:1800000000123456");
-        assert_eq!(message.shard, shard_for("bot", "c", 16));
+        assert_eq!(message.shard, broker::shard_for("bot", "c", 16));
         assert_eq!(Envelope::from_bytes(&message.body).expect("decodes"), envelope);
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use broker::nodes::{Nodes, jittered};
-use broker::{VERDICTS_TYPE, declare_live, live_routing_key};
+use broker::{LiveMessage, declare_live, live_routing_key};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -210,9 +210,8 @@ impl Supervisor {
                 () = self.shutdown.cancelled() => return None,
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        let kind = delivery.properties.kind().as_ref();
-                        let reply = kind.is_some_and(|kind| kind.as_str() == VERDICTS_TYPE);
-                        self.hub.upgrade()?.dispatch(&delivery.data, reply);
+                        let kind = delivery.properties.kind().as_ref().map(ShortString::as_str);
+                        self.hub.upgrade()?.receive(LiveMessage::decode(kind, &delivery.data));
                     }
                     Some(Err(error)) => return Some(format!("the consumer failed: {error}")),
                     None => return Some("the broker cancelled the consumer".to_owned()),

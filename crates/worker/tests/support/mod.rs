@@ -11,14 +11,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::{Publisher, PublisherConfig, Topology};
+use broker::{OutboundMessage, Publisher, PublisherConfig, Topology};
 use chrono::Utc;
 use domain::{
     AgentAction, BotId, Command, ConversationId, Envelope, EscalationId, EventId, Input, MessageId,
 };
 use settings::Settings;
 use store::{ConvKey, Store};
-use worker::{Worker, WorkerConfig, WorkerHandle, outbound_message};
+use worker::{Worker, WorkerConfig, WorkerHandle};
 
 pub const TOKEN: &str = "test-token-secret-0123456789abcdef";
 pub const BOT: &str = "acme";
@@ -122,7 +122,7 @@ impl TestEnv {
     /// Publishes like the ingress: retried until the broker confirmed (a
     /// retry after an unknown outcome may duplicate; the worker dedupes).
     pub async fn publish(&self, envelope: &Envelope) {
-        let message = outbound_message(envelope, self.topology.shards);
+        let message = OutboundMessage::of(envelope, self.topology.shards);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match self.publisher.publish(&message).await {
