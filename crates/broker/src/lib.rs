@@ -23,7 +23,9 @@
 //! - [`dead`]: the worker's dead letters, published (confirmed) with the
 //!   reason in their headers.
 //! - [`live`]: the live topic exchange (transient, unconfirmed fan-out of
-//!   committed widget events), its routing keys and publishing.
+//!   committed widget events), its routing keys and publishing, and an
+//!   ingress instance's end of it ([`LiveSession`]: its queue, binds one at a
+//!   time, and a [`LiveInbox`] of decoded [`LiveMessage`]s).
 //! - [`error`]: the crate's single [`Error`] type.
 //!
 //! Tests in `tests/` run against a real RabbitMQ (`AMQP_URL`, default
@@ -42,8 +44,8 @@ pub mod topology;
 pub use consumer::{Delivery, ShardConsumer};
 pub use error::{Error, Result};
 pub use live::{
-    LIVE_KEYS_PER_MESSAGE, LiveMessage, VERDICTS_TYPE, declare_live, live_exchange, live_routing_key,
-    publish_live, publish_reply,
+    Inbound, LIVE_KEYS_PER_MESSAGE, LiveInbox, LiveMessage, LiveSession, VERDICTS_TYPE, declare_live,
+    live_exchange, live_routing_key, publish_live, publish_reply,
 };
 pub use nodes::Nodes;
 pub use publisher::{OutboundMessage, Publisher, PublisherConfig, describe_metrics};

@@ -8,6 +8,10 @@
 //! from it. Losing a live message costs latency, never an event.
 
 use domain::live::LiveUpdate;
+mod session;
+
+pub use session::{Inbound, LiveInbox, LiveSession};
+
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};

@@ -42,17 +42,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use broker::nodes::Nodes;
-use broker::{LiveMessage, live_exchange};
+use broker::{LiveInbox, LiveMessage, LiveSession, live_exchange};
 use domain::live::LiveUpdate;
 use domain::{Phase, ScopedEventId, Verdict};
-use lapin::types::ShortString;
 use metrics::counter;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
-use self::session::{Session, Supervisor};
+use self::session::Supervisor;
 pub use self::waiter::VerdictWaiter;
 
 /// Messages a slow subscriber may fall behind by before it must catch up
@@ -87,15 +86,16 @@ pub enum LiveSignal {
 pub struct LiveHub(Arc<Hub>);
 
 struct Hub {
-    exchange: ShortString,
+    /// The live exchange (for logs).
+    exchange: String,
     subscribers: Mutex<HashMap<Key, Entry>>,
     /// The session binds go to. Binds and unbinds hold it shared, so a stream
     /// open waits for no other conversation's lock, only for its turn on the
-    /// session's channel (one bind in flight, [`Session::bind`]); re-binding on a new session holds it exclusively, so the
+    /// session's channel (one bind in flight, [`LiveSession::bind`]); re-binding on a new session holds it exclusively, so the
     /// subscriber map cannot change while a new session binds it.
     /// `None` until the first session is up (an ingress may start while
     /// RabbitMQ is away: the supervisor keeps trying, issue 11).
-    bindings: tokio::sync::RwLock<Option<Arc<Session>>>,
+    bindings: tokio::sync::RwLock<Option<Arc<LiveSession>>>,
     /// Whether a session is installed and not known lost: `/readyz`.
     connected: AtomicBool,
     /// One lock per conversation being bound or unbound, so an unbind for a
@@ -149,10 +149,9 @@ impl LiveHub {
     ///
     /// Any refusal of the broker, with what was being done.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
-        let exchange =
-            ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
+        let exchange = exchange_of(prefix)?;
         let nodes = Arc::new(Nodes::new(url));
-        let first = Session::open(&nodes, prefix, 1).await?;
+        let first = LiveSession::open(&nodes, prefix, 1).await.context("opening the live session")?;
         Ok(Self::spawn(exchange, nodes, prefix, Some(first)))
     }
 
@@ -165,8 +164,7 @@ impl LiveHub {
     ///
     /// Only a prefix too long for an exchange name.
     pub fn start(url: &str, prefix: &str) -> anyhow::Result<LiveHub> {
-        let exchange =
-            ShortString::try_new(live_exchange(prefix)).map_err(|_| anyhow::anyhow!("prefix too long"))?;
+        let exchange = exchange_of(prefix)?;
         Ok(Self::spawn(exchange, Arc::new(Nodes::new(url)), prefix, None))
     }
 
@@ -177,17 +175,17 @@ impl LiveHub {
     }
 
     fn spawn(
-        exchange: ShortString,
+        exchange: String,
         nodes: Arc<Nodes>,
         prefix: &str,
-        first: Option<(Arc<Session>, lapin::Consumer)>,
+        first: Option<(Arc<LiveSession>, LiveInbox)>,
     ) -> LiveHub {
         let session = first.as_ref().map(|(session, _)| session.clone());
         let hub = LiveHub(Arc::new(Hub {
             exchange,
             subscribers: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(session.is_some()),
-            installed: watch::Sender::new(session.as_ref().map_or(0, |s| s.generation)),
+            installed: watch::Sender::new(session.as_ref().map_or(0, |s| s.generation())),
             reply_queue: Mutex::new(session.as_ref().map(|s| s.queue_name().to_owned()).unwrap_or_default()),
             bindings: tokio::sync::RwLock::new(session),
             gates: Mutex::new(HashMap::new()),
@@ -265,7 +263,7 @@ impl LiveHub {
 
     /// Counts one more subscriber of `key` and binds it if it is the first;
     /// the caller holds the bindings lock (shared) and the conversation's gate.
-    async fn register(&self, key: Key, session: &Session) -> anyhow::Result<Subscription> {
+    async fn register(&self, key: Key, session: &LiveSession) -> anyhow::Result<Subscription> {
         let (receiver, first) = {
             let mut map = self.0.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = map
@@ -277,7 +275,8 @@ impl LiveHub {
         // From here on the subscription exists, so a failure below releases it.
         let subscription = Subscription { hub: self.clone(), key, receiver };
         if first {
-            session.bind(&self.0.exchange, &subscription.key, true).await?;
+            let (bot, conversation) = (&subscription.key.0, &subscription.key.1);
+            session.bind(bot, conversation, true).await.context("binding a live conversation")?;
         }
         Ok(subscription)
     }
@@ -301,13 +300,20 @@ impl LiveHub {
         // the connection, and the next one binds only what is subscribed then.
         if last
             && let Some(session) = session.as_ref().filter(|s| s.usable())
-            && let Err(error) = session.bind(&self.0.exchange, &key, false).await
+            && let Err(error) = session.bind(&key.0, &key.1, false).await
         {
             warn!(error = format!("{error:#}"), "unbinding a live conversation failed");
         }
         drop(guard);
         self.0.ungate(&key, gate);
     }
+}
+
+/// The live exchange of `prefix`, if AMQP can name it (at most 255 bytes).
+fn exchange_of(prefix: &str) -> anyhow::Result<String> {
+    let exchange = live_exchange(prefix);
+    anyhow::ensure!(exchange.len() <= 255, "prefix too long for the live exchange's name");
+    Ok(exchange)
 }
 
 impl Hub {
@@ -329,17 +335,17 @@ impl Hub {
     /// Binds every subscribed conversation on `session`, makes it the one
     /// binds go to, then tells every subscriber to resync. Returns how many
     /// conversations it bound.
-    async fn install(&self, session: &Arc<Session>) -> anyhow::Result<usize> {
+    async fn install(&self, session: &Arc<LiveSession>) -> anyhow::Result<usize> {
         let mut current = self.bindings.write().await;
         let keys: Vec<Key> =
             self.subscribers.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
         for key in &keys {
-            session.bind(&self.exchange, key, true).await.context("re-binding a live conversation")?;
+            session.bind(&key.0, &key.1, true).await.context("re-binding a live conversation")?;
         }
         *current = Some(session.clone());
         self.connected.store(true, Ordering::Release);
         *self.reply_queue.lock().unwrap_or_else(PoisonError::into_inner) = session.queue_name().to_owned();
-        self.installed.send_replace(session.generation);
+        self.installed.send_replace(session.generation());
         // After binding: anything committed before now is in the database.
         let map = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in map.values() {

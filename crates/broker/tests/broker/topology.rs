@@ -1,8 +1,6 @@
 //! Topology declaration against the real broker.
 
-mod common;
-
-use common::{consume, get_eventually, message_count, raw, reply_code, unique_topology, with_cleanup};
+use crate::common::{consume, get_eventually, message_count, raw, reply_code, unique_topology, with_cleanup};
 use futures::StreamExt;
 use lapin::{
     BasicProperties, ExchangeKind,

@@ -1,13 +1,11 @@
 //! docs/protocol.md §5, cell by cell: every (state × agent event) of the table, then every
 //! bot, visitor and timer transition. Each test is named after what it checks.
 
-mod support;
-
+use crate::support::*;
 use domain::machine::{EndReason, OutcomeKind, Phase, RejectCode, Rules, TimerKind, Verdict};
 use domain::webhook::WebhookEvent;
 use domain::widget::WidgetEvent;
 use domain::{AgentAction, Input};
-use support::*;
 
 /// A refused agent event: the code, no change to the escalation, no widget
 /// event, and the `eventRejected` webhook (on by default).

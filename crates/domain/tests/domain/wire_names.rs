@@ -13,7 +13,7 @@ use domain::{
 use serde_json::json;
 
 /// The protocol document, which the wire strings below must appear in.
-const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+const PROTOCOL: &str = include_str!("../../../../docs/protocol.md");
 
 fn assert_documented(name: &str) {
     assert!(PROTOCOL.contains(&format!("`{name}`")), "`{name}` is not in docs/protocol.md");

@@ -1,6 +1,5 @@
 //! A small simulator over the pure state machine, shared by the table and
 //! property tests.
-#![allow(dead_code)]
 
 use chrono::{DateTime, TimeDelta, Utc};
 use domain::machine::{Conversation, Effect, Input, Phase, Rules, TimerKind, Transition, step};

@@ -1,11 +1,9 @@
 //! The confirming publisher against the real broker.
 
-mod common;
-
-use broker::{Error, Publisher, PublisherConfig, Topology, shard_for};
-use common::{
+use crate::common::{
     amqp_url, consume, header, init_tracing, message, message_count, raw, unique_topology, with_cleanup,
 };
+use broker::{Error, Publisher, PublisherConfig, Topology, shard_for};
 use lapin::types::FieldTable;
 use std::{
     sync::Arc,

@@ -1,9 +1,7 @@
 //! The shard consumer against the real broker.
 
-mod common;
-
+use crate::common::{amqp_url, get_eventually, message, message_count, raw, unique_topology, with_cleanup};
 use broker::{Delivery, Publisher, PublisherConfig, ShardConsumer, Topology};
-use common::{amqp_url, get_eventually, message, message_count, raw, unique_topology, with_cleanup};
 use lapin::Connection;
 use std::time::Duration;
 

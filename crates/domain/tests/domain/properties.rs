@@ -1,15 +1,13 @@
 //! Property tests over random sequences of agent, bot, visitor and timer inputs
 //! (issue: foundation). Each property is checked at every step of every sequence.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::*;
 use domain::machine::{Effect, Input, Phase, RejectCode, TimerKind, Verdict};
 use domain::widget::WidgetEvent;
 use domain::{AgentAction, EscalationId, EventId, MessageId};
 use proptest::prelude::*;
-use support::*;
 
 /// Which escalation an agent event names.
 #[derive(Debug, Clone, Copy)]

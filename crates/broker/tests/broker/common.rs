@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests. Every test works on its own
 //! `test-{uuid}` topology against the real broker and deletes it afterwards.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use broker::{OutboundMessage, Topology, shard_for};
 use chrono::Utc;
 use futures::StreamExt;

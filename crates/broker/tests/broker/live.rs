@@ -1,12 +1,10 @@
 //! The live fan-out against the real broker: one message for a batch's
 //! conversations reaches each queue bound to any of them exactly once.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::raw;
 use broker::{declare_live, live_exchange, live_routing_key, publish_live};
-use common::raw;
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
@@ -28,7 +26,7 @@ async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn one_message_reaches_every_queue_bound_to_one_of_its_conversations_once() {
-    common::init_tracing();
+    crate::common::init_tracing();
     let prefix = format!("test-{}", uuid::Uuid::new_v4());
     let (connection, channel) = raw().await;
     declare_live(&channel, &prefix).await.expect("declare");
