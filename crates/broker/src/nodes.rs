@@ -123,6 +123,75 @@ pub fn jittered(delay: Duration) -> Duration {
     half + rand::rng().random_range(Duration::ZERO..=delay - half)
 }
 
+/// How often a connection's owner double-checks the connection and channel
+/// status: connection errors also arrive as events, but a channel closed by the
+/// broker (a refused bind, a publish to a deleted exchange) only shows up there.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The first reconnect delay of [`Backoff::reconnect`].
+pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
+/// The longest reconnect delay of [`Backoff::reconnect`]; a connection that
+/// stayed up this long resets it.
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// The reconnect delays of one connection's owner (the publisher, a worker's
+/// connection, the live hub): doubling from a minimum to a maximum, each
+/// jittered ([`jittered`]), and back to the minimum only once a connection
+/// stayed up for the maximum, so one that flaps keeps backing off.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    connected_at: Option<tokio::time::Instant>,
+}
+
+impl Backoff {
+    /// Delays from `min` doubling to `max`.
+    #[must_use]
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max: max.max(min), next: min, connected_at: None }
+    }
+
+    /// The reconnect delays every connection owner uses: 100 ms doubling to 5 s.
+    #[must_use]
+    pub fn reconnect() -> Self {
+        Self::new(RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX)
+    }
+
+    /// The wait before the next attempt (jittered), doubling the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        jittered(delay)
+    }
+
+    /// The delay the next attempt waits before jitter.
+    #[must_use]
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// A connection is up (from now).
+    pub fn connected(&mut self) {
+        self.connected_at = Some(tokio::time::Instant::now());
+    }
+
+    /// The connection is lost: the delays start over only if it stayed up
+    /// for the longest delay.
+    pub fn lost(&mut self) {
+        if self.connected_at.take().is_some_and(|at| at.elapsed() >= self.max) {
+            self.next = self.min;
+        }
+    }
+
+    /// Back to the shortest delay (a connect that succeeded, for an owner that
+    /// connects on demand rather than keeping a connection up).
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
 /// The URL list with every password hidden, for logs.
 #[must_use]
 pub fn redact_list(list: &str) -> String {
@@ -149,6 +218,42 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_maximum_and_starts_over_only_after_a_stable_connection() {
+        let ms = Duration::from_millis;
+        let mut backoff = Backoff::new(ms(100), ms(400));
+        let waits: Vec<Duration> = (0..4).map(|_| backoff.next_delay()).collect();
+        for (wait, full) in waits.iter().zip([100, 200, 400, 400]) {
+            assert!(*wait >= ms(full / 2) && *wait <= ms(full), "{wait:?} for {full} ms");
+        }
+        assert_eq!(backoff.peek(), ms(400));
+        backoff.connected();
+        backoff.lost();
+        assert_eq!(backoff.peek(), ms(400), "a connection that flapped keeps backing off");
+        backoff.lost();
+        assert_eq!(backoff.peek(), ms(400), "lost without a connection changes nothing");
+        backoff.reset();
+        assert_eq!(backoff.peek(), ms(100));
+        let reconnect = Backoff::reconnect();
+        assert_eq!((reconnect.min, reconnect.max), (RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX));
+        assert_eq!(Backoff::new(ms(300), ms(100)).max, ms(300), "the maximum is never below the minimum");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stayed_up_for_the_maximum_starts_the_delays_over() {
+        let ms = Duration::from_millis;
+        let mut backoff = Backoff::new(ms(10), ms(40));
+        let _ = (backoff.next_delay(), backoff.next_delay());
+        assert_eq!(backoff.peek(), ms(40));
+        backoff.connected();
+        backoff.lost();
+        assert_eq!(backoff.peek(), ms(40), "up for less than the maximum");
+        backoff.connected();
+        tokio::time::sleep(ms(45)).await;
+        backoff.lost();
+        assert_eq!(backoff.peek(), ms(10));
+    }
 
     #[test]
     fn jitter_stays_within_half_and_all_of_the_delay() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::Topology;
-use broker::nodes::{Nodes, jittered};
+use broker::nodes::{Backoff, Nodes};
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -26,10 +26,6 @@ use crate::error::Result;
 /// Connecting to one node, and declaring once connected, give up after this
 /// long, so a broker that is down costs a shard one lease tick, not a hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first wait after a failed connect; doubled per failure...
-const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
-/// ...up to this.
-const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// See the module docs.
 pub(crate) struct Amqp {
@@ -39,13 +35,12 @@ pub(crate) struct Amqp {
     current: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     connection: Option<Arc<Connection>>,
     /// After a failed connect: no new attempt before this.
     retry_at: Option<Instant>,
-    /// The delay the next failure waits (before jitter).
-    delay: Duration,
+    /// The waits after failed connects (100 ms doubling to 5 s, jittered).
+    backoff: Backoff,
 }
 
 impl std::fmt::Debug for Amqp {
@@ -59,7 +54,12 @@ impl Amqp {
     /// `url`: one node's URL or a comma-separated list of them.
     pub(crate) fn new(url: &str, topology: Topology, worker_id: &str) -> Self {
         let name = format!("{}-worker-{worker_id}", topology.prefix);
-        Self { nodes: Nodes::new(url), topology, name, current: Mutex::new(State::default()) }
+        Self {
+            nodes: Nodes::new(url),
+            topology,
+            name,
+            current: Mutex::new(State { connection: None, retry_at: None, backoff: Backoff::reconnect() }),
+        }
     }
 
     /// The current connection if it is usable, else a new one with the
@@ -83,14 +83,13 @@ impl Amqp {
             Ok((connection, node)) => {
                 tracing::info!(connection = %self.name, %node, "connected to the broker");
                 let connection = Arc::new(connection);
-                *current =
-                    State { connection: Some(connection.clone()), retry_at: None, delay: RETRY_DELAY_MIN };
+                current.connection = Some(connection.clone());
+                current.retry_at = None;
+                current.backoff.reset();
                 Ok(connection)
             }
             Err(error) => {
-                let delay = current.delay.clamp(RETRY_DELAY_MIN, RETRY_DELAY_MAX);
-                current.retry_at = Some(Instant::now() + jittered(delay));
-                current.delay = delay.saturating_mul(2).min(RETRY_DELAY_MAX);
+                current.retry_at = Some(Instant::now() + current.backoff.next_delay());
                 current.connection = None;
                 Err(error)
             }

@@ -7,7 +7,7 @@
 
 use super::PublisherConfig;
 use crate::error::{Error, Result};
-use crate::nodes::{Nodes, jittered, redact_list};
+use crate::nodes::{Backoff, HEALTH_CHECK_INTERVAL, Nodes, redact_list};
 use futures::{StreamExt, stream::BoxStream};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event,
@@ -25,11 +25,6 @@ use std::{
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
-
-/// How often the supervisor double-checks connection and channel status.
-/// Connection errors also arrive as events, but a channel closed by the
-/// broker (e.g. publishing to a deleted exchange) only shows up in its status.
-const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Upper bound for closing a connection that is already broken.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -283,8 +278,7 @@ pub(super) fn supervise(shared: Arc<Shared>) -> impl Future<Output = ()> + Send 
 async fn supervise_in_span(shared: Arc<Shared>) {
     let config = &shared.config;
     let min_delay = config.reconnect_delay_min.max(Duration::from_millis(1));
-    let max_delay = config.reconnect_delay_max.max(min_delay);
-    let mut delay = min_delay;
+    let mut backoff = Backoff::new(min_delay, config.reconnect_delay_max);
     let mut failures: u32 = 0;
     let mut generation: u64 = 0;
     // Each node gets the connect timeout, and declaring gets it once more.
@@ -305,7 +299,7 @@ async fn supervise_in_span(shared: Arc<Shared>) {
         match opened {
             Ok(session) => {
                 failures = 0;
-                let connected_at = tokio::time::Instant::now();
+                backoff.connected();
                 let session = Arc::new(session);
                 let events = session.connection.events_listener().boxed();
                 shared.install(session.clone());
@@ -325,26 +319,23 @@ async fn supervise_in_span(shared: Arc<Shared>) {
                         close_connection(&session.connection).await;
                         // Only a connection that stayed up for a while resets
                         // the backoff; one that flaps keeps backing off.
-                        if connected_at.elapsed() >= max_delay {
-                            delay = min_delay;
-                        }
+                        backoff.lost();
                     }
                 }
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
                 if failures % WARN_EVERY_N_FAILURES == 1 {
-                    warn!(%error, attempt = failures, retry_in = ?delay, "cannot connect to the broker; retrying");
+                    warn!(%error, attempt = failures, retry_in = ?backoff.peek(), "cannot connect to the broker; retrying");
                 } else {
-                    debug!(%error, attempt = failures, retry_in = ?delay, "cannot connect to the broker; retrying");
+                    debug!(%error, attempt = failures, retry_in = ?backoff.peek(), "cannot connect to the broker; retrying");
                 }
             }
         }
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
-            () = tokio::time::sleep(jittered(delay)) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        delay = delay.saturating_mul(2).min(max_delay);
     }
     info!("publisher shut down");
 }

@@ -7,24 +7,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use broker::nodes::{Nodes, jittered};
+use broker::nodes::{Backoff, HEALTH_CHECK_INTERVAL, Nodes};
 use broker::{Inbound, LiveInbox, LiveSession};
 use metrics::counter;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Hub;
-
-/// The first reconnect delay, doubled after each failure up to the maximum.
-const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
-/// The longest reconnect delay; a connection that stayed up this long resets it.
-const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
-/// How often the supervisor checks the connection and channel status: a
-/// channel closed by the broker (a refused bind) only shows up there.
-const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The task that owns the connection: consumes, watches, reconnects.
 pub(super) struct Supervisor {
@@ -37,17 +28,17 @@ pub(super) struct Supervisor {
 
 impl Supervisor {
     pub(super) async fn run(self, first: Option<(Arc<LiveSession>, LiveInbox)>) {
-        let mut delay = RECONNECT_DELAY_MIN;
+        let mut backoff = Backoff::reconnect();
         let (mut session, mut consumer) = match first {
             Some(first) => first,
             // Started while the broker was away: keep trying until it is back.
-            None => match self.reconnect(1, &mut delay).await {
+            None => match self.reconnect(1, &mut backoff).await {
                 Some(first) => first,
                 None => return,
             },
         };
         loop {
-            let connected_at = Instant::now();
+            backoff.connected();
             let Some(reason) = self.serve(&session, &mut consumer).await else { break };
             // No bind may go to it any more.
             session.give_up();
@@ -57,10 +48,8 @@ impl Supervisor {
             warn!(generation = session.generation(), %reason, "live connection lost; reconnecting");
             session.close().await;
             // Only a connection that stayed up for a while resets the backoff.
-            if connected_at.elapsed() >= RECONNECT_DELAY_MAX {
-                delay = RECONNECT_DELAY_MIN;
-            }
-            let Some(next) = self.reconnect(session.generation() + 1, &mut delay).await else { return };
+            backoff.lost();
+            let Some(next) = self.reconnect(session.generation() + 1, &mut backoff).await else { return };
             (session, consumer) = next;
         }
         session.close().await;
@@ -92,15 +81,14 @@ impl Supervisor {
     async fn reconnect(
         &self,
         generation: u64,
-        delay: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Option<(Arc<LiveSession>, LiveInbox)> {
         let mut attempt: u32 = 0;
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return None,
-                () = tokio::time::sleep(jittered(*delay)) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            *delay = delay.saturating_mul(2).min(RECONNECT_DELAY_MAX);
             attempt = attempt.saturating_add(1);
             // Session::open bounds each node's handshake and the declares.
             let open = LiveSession::open(&self.nodes, &self.prefix, generation);
@@ -131,7 +119,7 @@ impl Supervisor {
                 }
                 Err(error) => anyhow::Error::from(error).context("opening a live session"),
             };
-            warn!(error = format!("{error:#}"), attempt, retry_in = ?*delay, "live reconnect failed; retrying");
+            warn!(error = format!("{error:#}"), attempt, retry_in = ?backoff.peek(), "live reconnect failed; retrying");
         }
     }
 }
