@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use broker::{Publisher, PublisherConfig, Topology};
 use chrono::Utc;
 use settings::Settings;
-use store::Store;
+use store::{ClaimedDelivery, Store};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -308,12 +308,7 @@ impl Dispatcher {
         let count = claimed.len();
         tracing::debug!(count, ms = started.elapsed().as_secs_f64() * 1e3, "claim round");
         for delivery in claimed.deliveries {
-            let Some(target) = self.targets.get(delivery.key.bot_id.as_str()).cloned() else { continue };
-            let guard = match &target.endpoint {
-                Some((_, endpoint)) => endpoint.start(),
-                None => ClaimGuard::none(),
-            };
-            tasks.spawn(attempt::run(self.shared.clone(), target, delivery, guard));
+            spawn_attempt(&self.shared, &self.targets, tasks, delivery, None);
         }
         for head in claimed.unsendable {
             tasks.spawn(settle_unsendable(self.shared.clone(), head));
@@ -418,10 +413,28 @@ async fn serve_handoff(
         let handed = handoff.take();
         metrics::counter!(crate::metrics::HANDED_TOTAL).increment(handed.len() as u64);
         for (delivery, slot) in handed {
-            let Some(target) = targets.get(delivery.key.bot_id.as_str()).cloned() else { continue };
-            tasks.spawn(attempt::run(shared.clone(), target, delivery, slot));
+            spawn_attempt(&shared, &targets, &tasks, delivery, Some(slot));
         }
     }
+}
+
+/// Sends one claimed `delivery` in a task of its own, holding its endpoint
+/// slot until the attempt ends: `slot` when it came reserved (handed over),
+/// else one taken now (a claim round sizes its claims to the free slots). A
+/// delivery of a bot this process has no target for is left to its lease.
+fn spawn_attempt(
+    shared: &Arc<Shared>,
+    targets: &HashMap<String, Arc<Target>>,
+    tasks: &TaskTracker,
+    delivery: ClaimedDelivery,
+    slot: Option<ClaimGuard>,
+) {
+    let Some(target) = targets.get(delivery.key.bot_id.as_str()).cloned() else { return };
+    let slot = slot.unwrap_or_else(|| match &target.endpoint {
+        Some((_, endpoint)) => endpoint.start(),
+        None => ClaimGuard::none(),
+    });
+    tasks.spawn(attempt::run(shared.clone(), target, delivery, slot));
 }
 
 /// How often the heads table is vacuumed (by one dispatcher at a time).

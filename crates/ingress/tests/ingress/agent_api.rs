@@ -2,11 +2,10 @@
 //! a 200 publishes (queue, headers, body), and every 4xx, each checked to
 //! publish nothing. Also health, readiness, metrics, 404 and 405.
 
-mod common;
 
 use axum::body::Body;
 use chrono::{DateTime, Utc};
-use common::*;
+use crate::common::*;
 use domain::{AgentAction, Envelope, Input, parse_agent_event};
 use futures::stream;
 use http::{Request, header};

@@ -4,13 +4,12 @@
 //! conversation and per instance, so one visitor never exhausts the bot's
 //! budget or another visitor's.
 
-mod common;
 
 use std::time::Duration;
 
 use axum::body::Body;
 use chrono::Utc;
-use common::{SLOW_BOT, SLOW_KEY, TOKEN_SECRET, TestApp, post_json, test_settings, widget_uri};
+use crate::common::{SLOW_BOT, SLOW_KEY, TOKEN_SECRET, TestApp, post_json, test_settings, widget_uri};
 use domain::{BotId, ConversationId};
 use http::Request;
 use ingress::WidgetTokens;

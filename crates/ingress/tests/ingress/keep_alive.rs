@@ -2,11 +2,10 @@
 //! after which the server closes the connection says `Connection: close`;
 //! otherwise the next request on the same connection works.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{BODY_LIMIT, KEY, SEND, TestApp};
+use crate::common::{BODY_LIMIT, KEY, SEND, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

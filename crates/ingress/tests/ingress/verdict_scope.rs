@@ -4,12 +4,11 @@
 //! bot, may use the same one: neither the live waiters nor the fallback read
 //! of the event log may hand one of them the other's verdict.
 
-mod common;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{amqp_url, test_settings};
+use crate::common::{amqp_url, test_settings};
 use domain::live::{LiveUpdate, LiveVerdict};
 use domain::{BotId, ConversationId, EventId, IdSpace, Phase, RejectCode, ScopedEventId, Verdict};
 use ingress::routes::verdict::recorded;

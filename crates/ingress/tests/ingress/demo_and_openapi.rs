@@ -2,10 +2,9 @@
 //! `/demo` is served only when `[demo]` enables it, handing the demo bot's key
 //! to the page only on a loopback bind.
 
-mod common;
 
 use axum::body::Body;
-use common::{BOT, KEY, TestApp, test_settings};
+use crate::common::{BOT, KEY, TestApp, test_settings};
 use http::Request;
 use serde_json::Value;
 

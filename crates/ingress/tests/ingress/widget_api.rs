@@ -2,13 +2,12 @@
 //! token that opens exactly its conversation for `messages` and `end`; every
 //! 4xx publishes nothing; a widget token never opens another conversation.
 
-mod common;
 
 use std::time::Duration;
 
 use axum::body::Body;
 use chrono::{DateTime, Utc};
-use common::*;
+use crate::common::*;
 use domain::{BotId, ConversationId, Envelope, Input};
 use http::Request;
 use ingress::WidgetTokens;

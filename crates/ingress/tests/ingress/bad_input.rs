@@ -10,14 +10,13 @@
 //! broker: the shard queues of the test's private prefix stay empty
 //! (docs/protocol.md §6: bad input publishes nothing).
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Body;
 use chrono::Utc;
-use common::{BODY_LIMIT, BOT, KEY, OTHER_KEY, SEND, TOKEN_SECRET, TestApp, widget_uri};
+use crate::common::{BODY_LIMIT, BOT, KEY, OTHER_KEY, SEND, TOKEN_SECRET, TestApp, widget_uri};
 use domain::{BotId, ConversationId};
 use http::Request;
 use ingress::WidgetTokens;
@@ -393,7 +392,7 @@ fn corpus() -> Vec<Case> {
 /// Limits out of the way, so every case reaches the check it is about
 /// (a 429 would hide it).
 fn unlimited() -> settings::Settings {
-    let mut settings = common::test_settings();
+    let mut settings = crate::common::test_settings();
     settings.widget.visitor_rate_per_sec = 1_000_000;
     settings.widget.visitor_rate_burst = 1_000_000;
     settings.widget.stream_opens_per_sec = 1_000_000;

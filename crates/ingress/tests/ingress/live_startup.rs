@@ -4,7 +4,6 @@
 //! is never stopped: the ingress reaches it through a TCP proxy in the test
 //! that refuses connections at first and forwards to it later.
 
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{TOKEN_SECRET, TopologyGuard, test_settings};
+use crate::common::{TOKEN_SECRET, TopologyGuard, test_settings};
 use domain::{BotId, ConversationId};
 use ingress::WidgetTokens;
 use tokio::net::{TcpListener, TcpStream};
@@ -95,7 +94,7 @@ async fn an_ingress_started_without_a_broker_gets_ready_once_it_appears() {
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     store.drop_schema().await.expect("drop schema");
     if let Ok(connection) =
-        lapin::Connection::connect(&common::amqp_url(), lapin::ConnectionProperties::default()).await
+        lapin::Connection::connect(&crate::common::amqp_url(), lapin::ConnectionProperties::default()).await
         && let Ok(channel) = connection.create_channel().await
     {
         let live = broker::live_exchange(&prefix);

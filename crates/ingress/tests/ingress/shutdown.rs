@@ -2,11 +2,10 @@
 //! connection, a request already in flight still completes (and publishes),
 //! and `run` returns after closing the publisher.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

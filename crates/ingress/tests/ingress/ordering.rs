@@ -4,9 +4,8 @@
 //! `i` goes out on client `i % 16` only once event `i - 1` got its 200. The
 //! shard queue must hold them in exactly that order.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use domain::{AgentAction, Envelope, Input};
 use serde_json::json;
 use tokio::sync::mpsc;
