@@ -2,10 +2,9 @@
 //! a 200 publishes (queue, headers, body), and every 4xx, each checked to
 //! publish nothing. Also health, readiness, metrics, 404 and 405.
 
-
+use crate::common::*;
 use axum::body::Body;
 use chrono::{DateTime, Utc};
-use crate::common::*;
 use domain::{AgentAction, Envelope, Input, parse_agent_event};
 use futures::stream;
 use http::{Request, header};

@@ -10,13 +10,12 @@
 //! broker: the shard queues of the test's private prefix stay empty
 //! (docs/protocol.md §6: bad input publishes nothing).
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::{BODY_LIMIT, BOT, KEY, OTHER_KEY, SEND, TOKEN_SECRET, TestApp, widget_uri};
 use axum::body::Body;
 use chrono::Utc;
-use crate::common::{BODY_LIMIT, BOT, KEY, OTHER_KEY, SEND, TOKEN_SECRET, TestApp, widget_uri};
 use domain::{BotId, ConversationId};
 use http::Request;
 use ingress::WidgetTokens;

@@ -2,9 +2,8 @@
 //! `/demo` is served only when `[demo]` enables it, handing the demo bot's key
 //! to the page only on a loopback bind.
 
-
-use axum::body::Body;
 use crate::common::{BOT, KEY, TestApp, test_settings};
+use axum::body::Body;
 use http::Request;
 use serde_json::Value;
 

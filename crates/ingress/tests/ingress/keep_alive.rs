@@ -2,7 +2,6 @@
 //! after which the server closes the connection says `Connection: close`;
 //! otherwise the next request on the same connection works.
 
-
 use std::time::Duration;
 
 use crate::common::{BODY_LIMIT, KEY, SEND, TestApp};

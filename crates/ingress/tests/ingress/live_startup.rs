@@ -4,14 +4,13 @@
 //! is never stopped: the ingress reaches it through a TCP proxy in the test
 //! that refuses connections at first and forwards to it later.
 
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use crate::common::{TOKEN_SECRET, TopologyGuard, test_settings};
+use chrono::Utc;
 use domain::{BotId, ConversationId};
 use ingress::WidgetTokens;
 use tokio::net::{TcpListener, TcpStream};

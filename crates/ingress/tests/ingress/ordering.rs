@@ -4,7 +4,6 @@
 //! `i` goes out on client `i % 16` only once event `i - 1` got its 200. The
 //! shard queue must hold them in exactly that order.
 
-
 use crate::common::*;
 use domain::{AgentAction, Envelope, Input};
 use serde_json::json;

@@ -4,12 +4,11 @@
 //! conversation and per instance, so one visitor never exhausts the bot's
 //! budget or another visitor's.
 
-
 use std::time::Duration;
 
+use crate::common::{SLOW_BOT, SLOW_KEY, TOKEN_SECRET, TestApp, post_json, test_settings, widget_uri};
 use axum::body::Body;
 use chrono::Utc;
-use crate::common::{SLOW_BOT, SLOW_KEY, TOKEN_SECRET, TestApp, post_json, test_settings, widget_uri};
 use domain::{BotId, ConversationId};
 use http::Request;
 use ingress::WidgetTokens;

@@ -2,7 +2,6 @@
 //! connection, a request already in flight still completes (and publishes),
 //! and `run` returns after closing the publisher.
 
-
 use std::time::Duration;
 
 use crate::common::*;

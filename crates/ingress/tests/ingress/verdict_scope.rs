@@ -4,11 +4,10 @@
 //! bot, may use the same one: neither the live waiters nor the fallback read
 //! of the event log may hand one of them the other's verdict.
 
-
 use std::time::Duration;
 
-use chrono::Utc;
 use crate::common::{amqp_url, test_settings};
+use chrono::Utc;
 use domain::live::{LiveUpdate, LiveVerdict};
 use domain::{BotId, ConversationId, EventId, IdSpace, Phase, RejectCode, ScopedEventId, Verdict};
 use ingress::routes::verdict::recorded;

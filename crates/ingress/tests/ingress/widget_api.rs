@@ -2,12 +2,11 @@
 //! token that opens exactly its conversation for `messages` and `end`; every
 //! 4xx publishes nothing; a widget token never opens another conversation.
 
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use chrono::{DateTime, Utc};
-use crate::common::*;
 use domain::{BotId, ConversationId, Envelope, Input};
 use http::Request;
 use ingress::WidgetTokens;
