@@ -91,8 +91,9 @@ struct Hub {
     subscribers: Mutex<HashMap<Key, Entry>>,
     /// The session binds go to. Binds and unbinds hold it shared, so a stream
     /// open waits for no other conversation's lock, only for its turn on the
-    /// session's channel (one bind in flight, [`LiveSession::bind`]); re-binding on a new session holds it exclusively, so the
-    /// subscriber map cannot change while a new session binds it.
+    /// session's channel (one bind in flight, [`LiveSession::bind`]);
+    /// re-binding on a new session holds it exclusively, so the subscriber map
+    /// cannot change while a new session binds it.
     /// `None` until the first session is up (an ingress may start while
     /// RabbitMQ is away: the supervisor keeps trying, issue 11).
     bindings: tokio::sync::RwLock<Option<Arc<LiveSession>>>,
