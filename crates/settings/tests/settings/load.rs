@@ -235,7 +235,7 @@ fn load_reads_a_file_and_refuses_a_missing_one() {
 
 #[test]
 fn example_file_parses_and_validates() {
-    let text = include_str!("../../../config/example.toml");
+    let text = include_str!("../../../../config/example.toml");
     let s = Settings::from_sources(Some(text), Vec::new()).expect("example.toml is valid");
     assert_eq!(s.bots.len(), 2);
     let acme = s.bot("acme-support").expect("acme");
@@ -272,7 +272,9 @@ fn secrets_never_show_in_debug() {
 fn run_child(name: &str, vars: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
     let exe = std::env::current_exe().expect("test binary");
     let mut child = std::process::Command::new(exe);
-    child.args([name, "--exact", "--ignored", "--test-threads=1"]).env_clear();
+    // Test names are paths from the test crate's root: `load::name`.
+    let path = module_path!().split_once("::").map_or(String::new(), |(_, module)| format!("{module}::"));
+    child.args([format!("{path}{name}").as_str(), "--exact", "--ignored", "--test-threads=1"]).env_clear();
     for (key, value) in vars {
         child.env(key, value);
     }
